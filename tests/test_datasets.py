@@ -39,10 +39,7 @@ REAL_DATA_DIR = os.environ.get("TFPRIVADV_DATA_DIR")
 # ----------------------------------------------------------------------- fixtures
 
 # User 1 has two ratings tied at t=200 (items 20 and 30); user 3 has one rating.
-U_DATA = (
-    "1\t10\t4\t100\n2\t10\t2\t50\n1\t20\t3\t200\n"
-    "3\t30\t1\t10\n2\t20\t5\t40\n1\t30\t5\t200\n"
-)
+U_DATA = "1\t10\t4\t100\n2\t10\t2\t50\n1\t20\t3\t200\n3\t30\t1\t10\n2\t20\t5\t40\n1\t30\t5\t200\n"
 U_USER = "3|17|M|student|T8H1N\n1|24|M|technician|85711\n2|53|F|other|01002\n"
 
 
@@ -53,14 +50,12 @@ def _flags(*genres: str) -> str:
 CHILDREN = "Children's"
 U_ITEM = "".join(
     [
-        "10|Café Society (1995)|01-Jan-1995||http://x/10|"
-        f"{_flags('Comedy', 'Drama')}\n",
+        f"10|Café Society (1995)|01-Jan-1995||http://x/10|{_flags('Comedy', 'Drama')}\n",
         # A stray trailing space, as in three real u.item titles.
         "20|Toy Story (1995) |01-Jan-1995||http://x/20|"
         f"{_flags('Animation', CHILDREN, 'Comedy')}\n",
         f"30|unknown||||{_flags('unknown')}\n",
-        "40|Land Before Time III (1995) (V)|01-Jan-1995||http://x/40|"
-        f"{_flags('Animation')}\n",
+        f"40|Land Before Time III (1995) (V)|01-Jan-1995||http://x/40|{_flags('Animation')}\n",
     ]
 )
 U_GENRE = "".join(f"{g}|{i}\n" for i, g in enumerate(ML100K_GENRES)) + "\n"
@@ -88,9 +83,7 @@ RATINGS_4COL = (
     "1::10::5::978300760\n1::20::3::978302109\n1::30::4::978300760\n"
     "2::10::4::978298413\n2::30::2::978299000\n3::20::1::978297000\n"
 )
-RATINGS_3COL = "".join(
-    line.rsplit("::", 1)[0] + "\n" for line in RATINGS_4COL.splitlines()
-)
+RATINGS_3COL = "".join(line.rsplit("::", 1)[0] + "\n" for line in RATINGS_4COL.splitlines())
 HOLDOUT_DAT = "1::20::3::978302109\n2::30::2::978299000\n"
 
 
@@ -344,9 +337,7 @@ def test_load_1m_zip(tmp_path):
 # -------------------------------------------------------- RecBole wheel source
 
 
-def test_recbole_wheel_offline_matches_grouplens(
-    tmp_path, folder_100k, no_network, caplog
-):
+def test_recbole_wheel_offline_matches_grouplens(tmp_path, folder_100k, no_network, caplog):
     cache = tmp_path / "cache"
     wheel = _fake_wheel(cache / ml.RECBOLE_WHEEL)
     with caplog.at_level(logging.INFO, logger="tfprivadv.datasets"):
@@ -462,9 +453,7 @@ def test_grouplens_download_is_atomic_and_extracted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     data = load_movielens("1m", cache_dir=cache)
-    assert requests == [
-        ("https://files.grouplens.org/datasets/movielens/ml-1m.zip", 15.0)
-    ]
+    assert requests == [("https://files.grouplens.org/datasets/movielens/ml-1m.zip", 15.0)]
     assert data.source == str(cache / "ml-1m")
     assert sorted(p.name for p in cache.iterdir()) == ["ml-1m", "ml-1m.zip"]
     assert sorted(p.name for p in (cache / "ml-1m").iterdir()) == sorted(_files_1m())
@@ -473,9 +462,7 @@ def test_grouplens_download_is_atomic_and_extracted(tmp_path, monkeypatch):
 
 def test_grouplens_download_of_non_zip_leaves_no_file(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>")
-    )
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>"))
     with pytest.raises(FileNotFoundError, match="did not return a zip"):
         load_movielens("1m", cache_dir=cache)
     assert list(cache.iterdir()) == []
@@ -620,9 +607,7 @@ def test_leave_one_out_last():
         [3, 30],
         [2, 20],
     ]
-    assert isinstance(train.index, pd.RangeIndex) and isinstance(
-        test.index, pd.RangeIndex
-    )
+    assert isinstance(train.index, pd.RangeIndex) and isinstance(test.index, pd.RangeIndex)
     assert train.dtypes.equals(ratings.dtypes) and test.dtypes.equals(ratings.dtypes)
     assert ratings.index.tolist() == [9, 8, 7, 6, 5, 4]  # input untouched
 
@@ -653,9 +638,7 @@ def test_leave_one_out_random_is_reproducible():
     pd.testing.assert_frame_equal(train_a, train_b)
     _, test_c = leave_one_out(ratings, strategy="random", seed=8)
     assert not test_a.equals(test_c)
-    _, test_gen = leave_one_out(
-        ratings, strategy="random", seed=np.random.default_rng(7)
-    )
+    _, test_gen = leave_one_out(ratings, strategy="random", seed=np.random.default_rng(7))
     pd.testing.assert_frame_equal(test_a, test_gen)
     assert test_a["user_id"].tolist() == list(range(200))
     assert len(train_a) == 800
@@ -675,9 +658,7 @@ def test_leave_one_out_random_is_uniform_and_keeps_single_users():
 
 def test_leave_one_out_with_holdout():
     ratings = _ratings(timestamps=False)
-    holdout = pd.DataFrame(
-        {"user_id": [1, 2], "item_id": [20, 20], "timestamp": [555, 666]}
-    )
+    holdout = pd.DataFrame({"user_id": [1, 2], "item_id": [20, 20], "timestamp": [555, 666]})
     train, test = leave_one_out(ratings, holdout=holdout, strategy="random")
     assert test[["user_id", "item_id"]].values.tolist() == [[1, 20], [2, 20]]
     assert test["timestamp"].tolist() == [555, 666]

@@ -32,4 +32,8 @@ if not tf.keras.__name__.startswith("tf_keras"):
         "tensorflow-recommenders need Keras 2. " + _FIX
     )
 
+import tensorflow_recommenders as tfrs  # noqa: E402  (only after the check above)
+
 keras = tf.keras
+
+__all__ = ["keras", "tf", "tfrs"]

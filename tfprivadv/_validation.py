@@ -51,9 +51,7 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         accepted = ", ".join(repr(c) for c in choices)
-        raise ValueError(
-            f"`{name}` must be one of {accepted}. Received: {_received(value)}"
-        )
+        raise ValueError(f"`{name}` must be one of {accepted}. Received: {_received(value)}")
     return value
 
 
@@ -61,11 +59,7 @@ def check_columns(name: str, frame: Any, columns: Iterable[str]) -> None:
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"`{name}` must be a pandas DataFrame. Received: {_received(frame)}"
-        )
+        raise TypeError(f"`{name}` must be a pandas DataFrame. Received: {_received(frame)}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
-            f"`{name}` lacks the column(s) {missing}; it has {list(frame.columns)}."
-        )
+        raise ValueError(f"`{name}` lacks the column(s) {missing}; it has {list(frame.columns)}.")

@@ -31,7 +31,9 @@ class LinearSchedule:
     """Linear warm-up from 0 to 1 over the first `warmup` share of training."""
 
     def __init__(self, warmup: float = 0.5) -> None:
-        self.warmup = check_float("warmup", warmup, minimum=0.0, exclusive_minimum=True, maximum=1.0)
+        self.warmup = check_float(
+            "warmup", warmup, minimum=0.0, exclusive_minimum=True, maximum=1.0
+        )
 
     def __call__(self, progress: float) -> float:
         return min(1.0, progress / self.warmup)
@@ -43,7 +45,7 @@ class LinearSchedule:
 _SCHEDULES: dict[str, Callable[[], Callable[[float], float]]] = {
     "ganin": GaninSchedule,
     "linear": LinearSchedule,
-    "constant": lambda: (lambda progress: 1.0),
+    "constant": lambda: lambda progress: 1.0,
 }
 
 

@@ -146,7 +146,7 @@ def training_dataset(
         batch_size: Interactions per batch.
         num_negatives: Negatives per positive (>= 1).
         adversary_batch_size: Users in the `adversary` sample of each batch
-            (default `min(batch_size, users, 1024)`).
+            (default `min(batch_size, users, 256)`).
         shuffle: Reshuffle every epoch (False keeps file order, for debugging).
         seed: Seed of the shuffles and the negatives.
 
@@ -204,7 +204,7 @@ def training_dataset(
         adversary_users = pd.unique(user_array)
         adversary_labels = encoded.for_users(adversary_users)
         adversary_batch_size = (
-            min(batch_size, len(adversary_users), 1024)
+            min(batch_size, len(adversary_users), 256)
             if adversary_batch_size is None
             else check_int("adversary_batch_size", adversary_batch_size, minimum=1)
         )
@@ -226,10 +226,13 @@ def training_dataset(
         # Every batch has exactly `batch_size` rows (the last one wraps around to
         # the start of this epoch's order), so an XLA-compiled step never sees a
         # second shape; at most batch_size - 1 interactions appear twice an epoch.
-        order = tf.concat([order, order[: padded - n]], axis=0)
+        order = tf.gather(order, tf.range(padded, dtype=tf.int64) % n)
         epoch = {name: tf.gather(column, order) for name, column in columns.items()}
         draws = tf.random.stateless_uniform(
-            [padded, num_negatives], seed=seeds[1], minval=0, maxval=num_items - 1,
+            [padded, num_negatives],
+            seed=seeds[1],
+            minval=0,
+            maxval=num_items - 1,
             dtype=tf.int64,
         )
         draws += tf.cast(draws >= tf.gather(positive_index_t, order)[:, None], tf.int64)
@@ -240,8 +243,11 @@ def training_dataset(
         }
         if adversary is not None:
             sample = tf.random.stateless_uniform(
-                [num_batches, adversary_batch_size], seed=seeds[2], minval=0,
-                maxval=len(adversary_users), dtype=tf.int64,
+                [num_batches, adversary_batch_size],
+                seed=seeds[2],
+                minval=0,
+                maxval=len(adversary_users),
+                dtype=tf.int64,
             )
             epoch["adversary"] = {
                 name: tf.gather(column, sample) for name, column in adversary.items()

@@ -68,6 +68,8 @@ def rank_items(
     target = np.full(len(users), np.nan)
     target[in_catalog] = scores[np.flatnonzero(in_catalog), test_cols[in_catalog]]
     scores[seen_rows, seen_cols] = -np.inf
+    # The held-out item stays a candidate even if it also appears in `train`.
+    scores[np.flatnonzero(in_catalog), test_cols[in_catalog]] = target[in_catalog]
     with np.errstate(invalid="ignore"):
         greater = (scores > target[:, None]).sum(axis=1)
         ties = (scores == target[:, None]).sum(axis=1) - 1
@@ -143,9 +145,7 @@ def evaluate(
     return Evaluation(k, metrics, per_user)
 
 
-def popularity_baseline(
-    train: pd.DataFrame, test: pd.DataFrame, *, k: int = 10
-) -> Evaluation:
+def popularity_baseline(train: pd.DataFrame, test: pd.DataFrame, *, k: int = 10) -> Evaluation:
     """The same evaluation for a recommender that ranks items by training count."""
     k = _check(train, test, k)
     counts = train["item_id"].value_counts()

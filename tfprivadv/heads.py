@@ -22,9 +22,7 @@ def _check_hidden_units(hidden_units: Any) -> tuple[int, ...]:
             "`hidden_units` must be a sequence of positive ints, e.g. (64,). "
             f"Received: {_received(hidden_units)}"
         )
-    return tuple(
-        check_int(f"hidden_units[{i}]", u, minimum=1) for i, u in enumerate(hidden_units)
-    )
+    return tuple(check_int(f"hidden_units[{i}]", u, minimum=1) for i, u in enumerate(hidden_units))
 
 
 class AttributeHead(keras.layers.Layer):
@@ -68,9 +66,7 @@ class AttributeHead(keras.layers.Layer):
         self.hidden_layers = []
         for units in self.hidden_units:
             self.hidden_layers.append(
-                keras.layers.Dense(
-                    units, activation=activation, kernel_regularizer=regularizer
-                )
+                keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer)
             )
             if self.dropout:
                 self.hidden_layers.append(keras.layers.Dropout(self.dropout))
@@ -290,7 +286,8 @@ class ContinuousHead(AttributeHead):
         labels = tf.where(sample_weight > 0, tf.cast(labels, tf.float32), 0.0)
         original = self.predict_original_scale(predictions)
         for metric in metrics:
-            metric.update_state(labels, original, sample_weight=sample_weight)
+            # [n, 1]: Keras regression metrics average over the last axis.
+            metric.update_state(labels[:, None], original[:, None], sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

@@ -148,9 +148,7 @@ class IdLookup(keras.layers.Layer):
             inside = tf.logical_and(ids >= 0, ids < top)
             return tf.gather(self._table, tf.where(inside, ids, top))
         flat = tf.reshape(ids, [-1])
-        position = tf.minimum(
-            tf.searchsorted(self._sorted, flat), tf.size(self._sorted) - 1
-        )
+        position = tf.minimum(tf.searchsorted(self._sorted, flat), tf.size(self._sorted) - 1)
         found = tf.equal(tf.gather(self._sorted, position), flat)
         rows = tf.where(found, tf.gather(self._rows, position), tf.zeros_like(flat))
         return tf.reshape(rows, tf.shape(ids))

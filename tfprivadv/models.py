@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import tensorflow_recommenders as tfrs
 
 from tfprivadv import heads as heads_lib
-from tfprivadv._keras import keras, tf
+from tfprivadv._keras import keras, tf, tfrs
 from tfprivadv._validation import _received, check_choice, check_float, check_int
 from tfprivadv.layers import GradientReversal, IdLookup
 from tfprivadv.losses import _REMOVED_SCORE, BPRLoss
@@ -46,8 +46,10 @@ class BPRTask(tfrs.tasks.Retrieval):
         negative_embeddings: tf.Tensor | None = None,
         negative_mask: tf.Tensor | None = None,
         compute_metrics: bool = False,
+        training: bool | None = None,
         **kwargs: Any,
     ) -> tf.Tensor:
+        # `training` is Keras's (it passes it to every layer call); TFRS takes none.
         if negative_embeddings is None:
             return super().call(
                 query_embeddings,
@@ -60,9 +62,7 @@ class BPRTask(tfrs.tasks.Retrieval):
         positive = tf.reduce_sum(
             query * tf.cast(candidate_embeddings, tf.float32), axis=-1, keepdims=True
         )
-        negative = tf.einsum(
-            "bd,bnd->bn", query, tf.cast(negative_embeddings, tf.float32)
-        )
+        negative = tf.einsum("bd,bnd->bn", query, tf.cast(negative_embeddings, tf.float32))
         if negative_mask is not None:
             negative = tf.where(negative_mask, negative, _REMOVED_SCORE * 10.0)
         scores = tf.concat([positive, negative], axis=1)
@@ -118,7 +118,7 @@ class _MeanLossModel(tfrs.Model):
         # optimizer nothing extra and skips the sparse de-duplication (about half
         # the step time on ML-1M).
         gradients = [None if g is None else tf.convert_to_tensor(g) for g in gradients]
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return {metric.name: metric.result() for metric in self.metrics}
 
     def test_step(self, inputs):
@@ -139,9 +139,7 @@ def _vocabulary(name: str, ids: Any) -> np.ndarray:
     elif array.dtype.kind in "OUS":
         array = array.astype(str)
     else:
-        raise TypeError(
-            f"`{name}` must hold integer or string ids. Received dtype {array.dtype}."
-        )
+        raise TypeError(f"`{name}` must hold integer or string ids. Received dtype {array.dtype}.")
     if pd.Index(array).has_duplicates:
         raise ValueError(f"`{name}` must not contain duplicate ids.")
     return array
@@ -152,7 +150,7 @@ def _lookup(vocabulary: np.ndarray, name: str) -> keras.layers.Layer:
     if vocabulary.dtype.kind == "i":
         return IdLookup(vocabulary, name=name)
     return keras.layers.StringLookup(
-        vocabulary=vocabulary, mask_token=None, num_oov_indices=1, name=name
+        vocabulary=vocabulary.tolist(), mask_token=None, num_oov_indices=1, name=name
     )
 
 
@@ -234,7 +232,10 @@ class BPRRetrievalModel(_MeanLossModel):
             name="item_embedding",
         )
         self.item_bias = keras.layers.Embedding(
-            len(self.item_vocabulary) + 1, 1, embeddings_initializer="zeros", name="item_bias"
+            len(self.item_vocabulary) + 1,
+            1,
+            embeddings_initializer="zeros",
+            name="item_bias",
         )
         # Variables exist from construction on, so `from_config` + weight loading and
         # optimizer slot creation never depend on a first call.
@@ -243,6 +244,7 @@ class BPRRetrievalModel(_MeanLossModel):
         for table in (self.user_embedding, self.item_embedding):
             table.embeddings[0].assign(tf.zeros([self.embedding_dim], table.embeddings.dtype))
         self.task = BPRTask(remove_accidental_hits=self.negatives == "in_batch")
+        self.built = True  # every variable exists already
 
     @property
     def supports_jit(self) -> bool:
@@ -368,6 +370,8 @@ class BPRRetrievalModel(_MeanLossModel):
 
         Returns:
             `(item_ids, scores)`, each `[n_users, k]`; item ids are raw catalog ids.
+            A user with fewer than `k` items left after `exclude` gets excluded
+            items at the end with score `-inf`.
         """
         k = check_int("k", k, minimum=1)
         if k > len(self.item_vocabulary):
@@ -420,9 +424,7 @@ def _exclusion_pairs(
             [(u, i) for u, items in exclude.items() for i in items],
             columns=["user_id", "item_id"],
         )
-    if not isinstance(exclude, pd.DataFrame) or not {"user_id", "item_id"} <= set(
-        exclude.columns
-    ):
+    if not isinstance(exclude, pd.DataFrame) or not {"user_id", "item_id"} <= set(exclude.columns):
         raise TypeError(
             "`exclude` must be None, a DataFrame with 'user_id' and 'item_id' columns "
             f"or a mapping user id -> item ids. Received: {_received(exclude)}"
@@ -536,9 +538,8 @@ class PrivacyAdversarialModel(_MeanLossModel):
         self.head_loss_trackers = {
             name: keras.metrics.Mean(name=f"{name}_loss") for name in self.heads
         }
-        self.head_metrics = {
-            name: head.create_metrics(name) for name, head in self.heads.items()
-        }
+        self.head_metrics = {name: head.create_metrics(name) for name, head in self.heads.items()}
+        self.built = True
 
     # ------------------------------------------------------------ lambda
     def _weights_by_head(self, value: Any) -> dict[str, float]:
@@ -551,10 +552,9 @@ class PrivacyAdversarialModel(_MeanLossModel):
                     f"{sorted(self.heads)}; unknown: {unknown}, missing: {missing}."
                 )
             return {
-                name: check_float(f"adversary_weight[{name!r}]", value[name])
-                for name in self.heads
+                name: check_float(f"adversary_weight[{name!r}]", value[name]) for name in self.heads
             }
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(
                 "`adversary_weight` must be a float or a dict keyed by head name. "
                 f"Received: {_received(value)}"
@@ -643,8 +643,7 @@ class PrivacyAdversarialModel(_MeanLossModel):
             "name": self.name,
             "retrieval_model": keras.utils.serialize_keras_object(self.retrieval_model),
             "heads": {
-                name: keras.utils.serialize_keras_object(head)
-                for name, head in self.heads.items()
+                name: keras.utils.serialize_keras_object(head) for name, head in self.heads.items()
             },
             "adversary_weight": self.adversary_weight,
             "adversary_weighting": self.adversary_weighting,
@@ -653,7 +652,5 @@ class PrivacyAdversarialModel(_MeanLossModel):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PrivacyAdversarialModel:
         config = dict(config)
-        config["retrieval_model"] = keras.utils.deserialize_keras_object(
-            config["retrieval_model"]
-        )
+        config["retrieval_model"] = keras.utils.deserialize_keras_object(config["retrieval_model"])
         return cls(**config)

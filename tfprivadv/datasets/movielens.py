@@ -115,9 +115,7 @@ RECBOLE_VERSION = "1.2.1"
 RECBOLE_WHEEL = f"recbole-{RECBOLE_VERSION}-py3-none-any.whl"
 # PyPI's published digest of the wheel, so that a tampered or truncated download is
 # never parsed.
-_RECBOLE_WHEEL_SHA256 = (
-    "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
-)
+_RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 _RECBOLE_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.{}"
 
 _DOWNLOAD_TIMEOUT_S = 15.0
@@ -145,9 +143,7 @@ class _Layout:
 
 _LAYOUTS: dict[str, _Layout] = {
     "100k": _Layout("100k", "ml-100k", "u.data", "u.user", "u.item", ("u.genre",)),
-    "1m": _Layout(
-        "1m", "ml-1m", "ratings.dat", "users.dat", "movies.dat", ("holdout_last.dat",)
-    ),
+    "1m": _Layout("1m", "ml-1m", "ratings.dat", "users.dat", "movies.dat", ("holdout_last.dat",)),
 }
 
 
@@ -226,9 +222,7 @@ def _age_codes(values: np.ndarray) -> np.ndarray:
     if np.isnan(values).any():
         raise ValueError("age_to_group: ages must not be missing (found NaN/NA)")
     if (values < 0).any():
-        raise ValueError(
-            f"age_to_group: ages must be >= 0 years; got {values[values < 0][0]!r}"
-        )
+        raise ValueError(f"age_to_group: ages must be >= 0 years; got {values[values < 0][0]!r}")
     return _AGE_CODES[np.searchsorted(_AGE_BOUNDS, values, side="right")]
 
 
@@ -326,8 +320,7 @@ def load_movielens(
             except Exception as exc:  # any failure here just ends the search
                 logger.warning("MovieLens 100k: pip download of recbole: %s", exc)
                 attempts.append(
-                    f"recbole=={RECBOLE_VERSION} wheel via pip: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"recbole=={RECBOLE_VERSION} wheel via pip: {type(exc).__name__}: {exc}"
                 )
         if wheel.is_file():
             try:
@@ -339,9 +332,7 @@ def load_movielens(
                 logger.info("MovieLens 100k: loaded from %s", data.source)
                 return data
         if not download:
-            attempts.append(
-                f"recbole=={RECBOLE_VERSION} wheel: {wheel} absent and download=False"
-            )
+            attempts.append(f"recbole=={RECBOLE_VERSION} wheel: {wheel} absent and download=False")
 
     tried = "\n".join(f"  - {line}" for line in attempts)
     raise FileNotFoundError(
@@ -402,8 +393,7 @@ def leave_one_out(
     """
     if strategy not in _STRATEGIES:
         raise ValueError(
-            f"strategy must be one of {', '.join(map(repr, _STRATEGIES))}; "
-            f"got {strategy!r}"
+            f"strategy must be one of {', '.join(map(repr, _STRATEGIES))}; got {strategy!r}"
         )
     _require_columns(ratings, ("user_id", "item_id"), "ratings")
     for column in ("user_id", "item_id"):
@@ -429,8 +419,7 @@ def leave_one_out(
         if len(ratings) and missing.all():
             raise ValueError(
                 no_timestamps.format(
-                    problem="has only missing timestamps (its ratings file had no "
-                    "timestamp column)"
+                    problem="has only missing timestamps (its ratings file had no timestamp column)"
                 )
             )
         if missing.any():
@@ -508,9 +497,7 @@ def _fill_from_holdout(test: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFram
     return test
 
 
-def _split(
-    ratings: pd.DataFrame, test_mask: np.ndarray
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(ratings: pd.DataFrame, test_mask: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     train = ratings.iloc[np.flatnonzero(~test_mask)].reset_index(drop=True)
     test = ratings.iloc[np.flatnonzero(test_mask)].reset_index(drop=True)
     return train, test
@@ -525,8 +512,7 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
-            f"{what} is missing required columns {missing}; "
-            f"it has {list(frame.columns)}"
+            f"{what} is missing required columns {missing}; it has {list(frame.columns)}"
         )
 
 
@@ -539,8 +525,7 @@ def _normalize_variant(variant: Any) -> str:
         if key in _LAYOUTS:
             return key
     raise ValueError(
-        "variant must be one of '100k', '1m' (also 'ml-100k', 'ml-1m', any case); "
-        f"got {variant!r}"
+        f"variant must be one of '100k', '1m' (also 'ml-100k', 'ml-1m', any case); got {variant!r}"
     )
 
 
@@ -559,16 +544,12 @@ def _try_location(
     try:
         return _read_location(location, layout)
     except (FileNotFoundError, zipfile.BadZipFile) as exc:
-        logger.info(
-            "MovieLens %s: %s %s not usable: %s", layout.variant, what, location, exc
-        )
+        logger.info("MovieLens %s: %s %s not usable: %s", layout.variant, what, location, exc)
         attempts.append(f"{what} {location}: {exc}")
         return None
 
 
-def _read_location(
-    location: Path, layout: _Layout
-) -> tuple[dict[str, tuple[str, bytes]], str]:
+def _read_location(location: Path, layout: _Layout) -> tuple[dict[str, tuple[str, bytes]], str]:
     """Reads the variant's files from a folder or zip.
 
     Returns:
@@ -576,9 +557,7 @@ def _read_location(
         optional ones present, and a description of the source.
     """
     if not location.exists():
-        raise FileNotFoundError(
-            f"MovieLens {layout.variant} path does not exist: {location}"
-        )
+        raise FileNotFoundError(f"MovieLens {layout.variant} path does not exist: {location}")
     if location.is_dir():
         for folder in (location, location / layout.dirname):
             if folder.is_dir() and all((folder / n).is_file() for n in layout.required):
@@ -602,14 +581,11 @@ def _read_location(
     if zipfile.is_zipfile(location):
         return _read_zip(location, layout)
     raise ValueError(
-        f"MovieLens {layout.variant} path is neither a folder nor a zip archive: "
-        f"{location}"
+        f"MovieLens {layout.variant} path is neither a folder nor a zip archive: {location}"
     )
 
 
-def _read_zip(
-    archive: Path, layout: _Layout
-) -> tuple[dict[str, tuple[str, bytes]], str]:
+def _read_zip(archive: Path, layout: _Layout) -> tuple[dict[str, tuple[str, bytes]], str]:
     with zipfile.ZipFile(archive) as zf:
         members = set(zf.namelist())
         prefixes = [""] + sorted(
@@ -619,12 +595,8 @@ def _read_zip(
         )
         for prefix in prefixes:
             if all(prefix + n in members for n in layout.required):
-                names = layout.required + tuple(
-                    n for n in layout.optional if prefix + n in members
-                )
-                files = {
-                    n: (f"{archive}:{prefix}{n}", zf.read(prefix + n)) for n in names
-                }
+                names = layout.required + tuple(n for n in layout.optional if prefix + n in members)
+                files = {n: (f"{archive}:{prefix}{n}", zf.read(prefix + n)) for n in names}
                 logger.info("MovieLens %s: reading zip %s", layout.variant, archive)
                 return files, f"{archive} (zip, files under {prefix or './'})"
     prefix = f"{layout.dirname}/"
@@ -632,8 +604,7 @@ def _read_zip(
         prefix = ""
     missing = [prefix + n for n in layout.required if prefix + n not in members]
     raise FileNotFoundError(
-        f"MovieLens {layout.variant} files missing: {', '.join(missing)} "
-        f"not found in zip {archive}"
+        f"MovieLens {layout.variant} files missing: {', '.join(missing)} not found in zip {archive}"
     )
 
 
@@ -725,19 +696,11 @@ def _fetch_recbole_wheel(cache: Path) -> Path:
 # --------------------------------------------------------------------------- parsers
 
 
-def _build(
-    layout: _Layout, files: dict[str, tuple[str, bytes]], source: str
-) -> MovieLens:
+def _build(layout: _Layout, files: dict[str, tuple[str, bytes]], source: str) -> MovieLens:
     if layout.variant == "100k":
         ratings = _parse_ratings(*files["u.data"], sep=b"\t")
-        users = _users_100k(
-            files["u.user"][0], _split_lines(*files["u.user"], sep="|", fields=5)
-        )
-        genres = (
-            _parse_genre_names(*files["u.genre"])
-            if "u.genre" in files
-            else ML100K_GENRES
-        )
+        users = _users_100k(files["u.user"][0], _split_lines(*files["u.user"], sep="|", fields=5))
+        genres = _parse_genre_names(*files["u.genre"]) if "u.genre" in files else ML100K_GENRES
         items = _parse_items_100k(*files["u.item"], genres=genres)
         holdout = None
     else:
@@ -754,9 +717,7 @@ def _build(
     return data
 
 
-def _parse_ratings(
-    label: str, data: bytes, *, sep: bytes, header_lines: int = 0
-) -> pd.DataFrame:
+def _parse_ratings(label: str, data: bytes, *, sep: bytes, header_lines: int = 0) -> pd.DataFrame:
     """Parses ``user item rating [timestamp]`` lines, 3 or 4 fields throughout."""
     ncols = 0
     for lineno, line in _byte_lines(data, header_lines):
@@ -769,9 +730,7 @@ def _parse_ratings(
             )
         break
     if ncols == 0:
-        columns: list[np.ndarray] = [np.empty(0, np.int64)] * 2 + [
-            np.empty(0, np.float64)
-        ]
+        columns: list[np.ndarray] = [np.empty(0, np.int64)] * 2 + [np.empty(0, np.float64)]
     else:
         # The C parser is ~20x faster than sep="::" with the python engine.
         text = data if sep == b"\t" else data.replace(sep, b"\t")
@@ -797,9 +756,7 @@ def _parse_ratings(
     if ncols == 4:
         timestamp = pd.array(columns[3], dtype="Int64")
     else:
-        timestamp = pd.arrays.IntegerArray(
-            np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
-        )
+        timestamp = pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
     return pd.DataFrame(
         {
             "user_id": columns[0].astype(np.int64, copy=False),
@@ -869,29 +826,21 @@ def _int(text: str, label: str, lineno: int, field: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(
-            f"{label}, line {lineno}: {field} is not an integer: {text!r}"
-        ) from None
+        raise ValueError(f"{label}, line {lineno}: {field} is not an integer: {text!r}") from None
 
 
-def _users_frame(
-    rows: list[tuple[int, str, int, float, str, str]], label: str
-) -> pd.DataFrame:
+def _users_frame(rows: list[tuple[int, str, int, float, str, str]], label: str) -> pd.DataFrame:
     frame = pd.DataFrame(
         rows,
         columns=["user_id", "gender", "age_group", "age", "occupation", "zip_code"],
     ).astype({"user_id": "int64", "age_group": "int64", "age": "float64"})
     duplicated = frame["user_id"].duplicated()
     if duplicated.any():
-        raise ValueError(
-            f"{label}: user_id {frame['user_id'][duplicated].iloc[0]} appears twice"
-        )
+        raise ValueError(f"{label}: user_id {frame['user_id'][duplicated].iloc[0]} appears twice")
     return frame.sort_values("user_id", kind="stable").reset_index(drop=True)
 
 
-def _users_100k(
-    label: str, lines: Iterator[tuple[str, int, list[str]]]
-) -> pd.DataFrame:
+def _users_100k(label: str, lines: Iterator[tuple[str, int, list[str]]]) -> pd.DataFrame:
     """Builds users from ``user|age|gender|occupation|zip`` lines (years of age)."""
     rows = []
     for _, lineno, (user, age, gender, occupation, zip_code) in lines:
@@ -939,14 +888,10 @@ def _parse_users_1m(label: str, data: bytes) -> pd.DataFrame:
 
 
 def _items_frame(rows: list[tuple[int, str, str]], label: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["item_id", "title", "genres"]).astype(
-        {"item_id": "int64"}
-    )
+    frame = pd.DataFrame(rows, columns=["item_id", "title", "genres"]).astype({"item_id": "int64"})
     duplicated = frame["item_id"].duplicated()
     if duplicated.any():
-        raise ValueError(
-            f"{label}: item_id {frame['item_id'][duplicated].iloc[0]} appears twice"
-        )
+        raise ValueError(f"{label}: item_id {frame['item_id'][duplicated].iloc[0]} appears twice")
     return frame.sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
@@ -956,31 +901,24 @@ def _parse_genre_names(label: str, data: bytes) -> tuple[str, ...]:
         by_index[_int(index, label, lineno, "genre index")] = name
     if sorted(by_index) != list(range(len(ML100K_GENRES))):
         raise ValueError(
-            f"{label}: expected genre indices 0..{len(ML100K_GENRES) - 1}, "
-            f"got {sorted(by_index)}"
+            f"{label}: expected genre indices 0..{len(ML100K_GENRES) - 1}, got {sorted(by_index)}"
         )
     return tuple(by_index[i] for i in range(len(ML100K_GENRES)))
 
 
-def _parse_items_100k(
-    label: str, data: bytes, *, genres: tuple[str, ...]
-) -> pd.DataFrame:
+def _parse_items_100k(label: str, data: bytes, *, genres: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for _, lineno, parts in _split_lines(label, data, sep="|", fields=5 + len(genres)):
         flags = parts[5:]
         if any(flag not in ("0", "1") for flag in flags):
-            raise ValueError(
-                f"{label}, line {lineno}: genre flags must be 0 or 1, got {flags}"
-            )
+            raise ValueError(f"{label}, line {lineno}: genre flags must be 0 or 1, got {flags}")
         rows.append(
             (
                 _int(parts[0], label, lineno, "item_id"),
                 # Three u.item titles end in a stray space; the same titles in ML-1M
                 # and RecBole do not.
                 parts[1].strip(),
-                "|".join(
-                    g for g, flag in zip(genres, flags, strict=True) if flag == "1"
-                ),
+                "|".join(g for g, flag in zip(genres, flags, strict=True) if flag == "1"),
             )
         )
     return _items_frame(rows, label)
@@ -989,9 +927,7 @@ def _parse_items_100k(
 def _parse_movies_1m(label: str, data: bytes) -> pd.DataFrame:
     rows = [
         (_int(item, label, lineno, "item_id"), title, genres)
-        for _, lineno, (item, title, genres) in _split_lines(
-            label, data, sep="::", fields=3
-        )
+        for _, lineno, (item, title, genres) in _split_lines(label, data, sep="::", fields=3)
     ]
     return _items_frame(rows, label)
 
@@ -1012,30 +948,22 @@ def _read_recbole_wheel(wheel: Path) -> MovieLens:
     with zipfile.ZipFile(wheel) as zf:
         try:
             inter, user, item = (
-                zf.read(_RECBOLE_MEMBER.format(ext))
-                for ext in ("inter", "user", "item")
+                zf.read(_RECBOLE_MEMBER.format(ext)) for ext in ("inter", "user", "item")
             )
         except KeyError as exc:
             raise FileNotFoundError(f"{wheel} lacks {exc.args[0]}") from None
-    labels = {
-        ext: f"{wheel}:{_RECBOLE_MEMBER.format(ext)}"
-        for ext in ("inter", "user", "item")
-    }
+    labels = {ext: f"{wheel}:{_RECBOLE_MEMBER.format(ext)}" for ext in ("inter", "user", "item")}
 
     _check_header(labels["inter"], inter, ("user_id", "item_id", "rating", "timestamp"))
     ratings = _parse_ratings(labels["inter"], inter, sep=b"\t", header_lines=1)
 
-    _check_header(
-        labels["user"], user, ("user_id", "age", "gender", "occupation", "zip_code")
-    )
+    _check_header(labels["user"], user, ("user_id", "age", "gender", "occupation", "zip_code"))
     users = _users_100k(
         labels["user"],
         _split_lines(labels["user"], user, sep="\t", fields=5, header_lines=1),
     )
 
-    _check_header(
-        labels["item"], item, ("item_id", "movie_title", "release_year", "class")
-    )
+    _check_header(labels["item"], item, ("item_id", "movie_title", "release_year", "class"))
     rows = []
     for label, lineno, (item_id, title, year, classes) in _split_lines(
         labels["item"], item, sep="\t", fields=4, encoding="utf-8", header_lines=1
@@ -1047,9 +975,7 @@ def _read_recbole_wheel(wheel: Path) -> MovieLens:
             # release_year is the title's last "(...)": mostly a year, but "V" for
             # "... (1995) (V)", so any value is put back the same way.
             title = f"{title} ({year})"
-        rows.append(
-            (_int(item_id, label, lineno, "item_id"), title, "|".join(classes.split()))
-        )
+        rows.append((_int(item_id, label, lineno, "item_id"), title, "|".join(classes.split())))
     items = _items_frame(rows, labels["item"])
     return MovieLens(
         "100k",
@@ -1066,6 +992,5 @@ def _check_header(label: str, data: bytes, expected: tuple[str, ...]) -> None:
     names = tuple(field.split(":", 1)[0] for field in first.split("\t"))
     if names != expected:
         raise ValueError(
-            f"{label}, line 1: expected a RecBole header with fields {expected}, "
-            f"found {first!r}"
+            f"{label}, line 1: expected a RecBole header with fields {expected}, found {first!r}"
         )

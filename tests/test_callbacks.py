@@ -1,0 +1,182 @@
+"""Tests for tfprivadv.callbacks: the schedules and AdversaryWeightScheduler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tfprivadv import callbacks, data
+from tfprivadv._keras import keras
+from tfprivadv.callbacks import AdversaryWeightScheduler, GaninSchedule, LinearSchedule
+from tfprivadv.heads import CategoricalHead
+from tfprivadv.models import BPRRetrievalModel, PrivacyAdversarialModel
+
+LAMBDA = 0.5
+GANIN_AT_1 = 2.0 / (1.0 + math.exp(-10.0)) - 1.0
+
+
+# ------------------------------------------------------------------- schedules
+def test_ganin_schedule_values():
+    schedule = GaninSchedule()
+    assert schedule(0.0) == 0.0
+    assert schedule(1.0) == pytest.approx(GANIN_AT_1, abs=1e-15)
+    assert schedule(0.1) == pytest.approx(2.0 / (1.0 + math.exp(-1.0)) - 1.0)
+    values = [schedule(p) for p in np.linspace(0.0, 1.0, 101)]
+    assert np.all(np.diff(values) > 0)
+    assert 0.0 <= min(values) and max(values) < 1.0
+    gentle = GaninSchedule(gamma=2.0)
+    assert gentle(0.5) < schedule(0.5)
+    assert "gamma=2.0" in repr(gentle)
+
+
+@pytest.mark.parametrize(("gamma", "error"), [(0.0, ValueError), ("10", TypeError)])
+def test_ganin_schedule_bad_gamma(gamma, error):
+    with pytest.raises(error, match="`gamma`"):
+        GaninSchedule(gamma)
+
+
+def test_linear_schedule_values():
+    schedule = LinearSchedule(warmup=0.5)
+    assert [schedule(p) for p in (0.0, 0.25, 0.5, 0.9, 1.0)] == [
+        0.0,
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+    ]
+    with pytest.raises(ValueError, match="`warmup`"):
+        LinearSchedule(warmup=1.5)
+
+
+def test_get_resolves_names_and_callables():
+    assert isinstance(callbacks.get("ganin"), GaninSchedule)
+    assert isinstance(callbacks.get("linear"), LinearSchedule)
+    assert callbacks.get("constant")(0.3) == 1.0
+
+    def custom(progress):
+        return progress / 2
+
+    assert callbacks.get(custom) is custom
+
+
+def test_get_bad_name_lists_the_names():
+    with pytest.raises(ValueError, match="`schedule`") as info:
+        callbacks.get("cosine")
+    for name in ("ganin", "linear", "constant"):
+        assert name in str(info.value)
+
+
+def test_get_bad_type():
+    with pytest.raises(TypeError, match="`schedule`"):
+        callbacks.get(3)
+    with pytest.raises(TypeError, match="`schedule`"):
+        AdversaryWeightScheduler(None)
+
+
+# ------------------------------------------------------------------- scheduler in fit
+class _Recorder(keras.callbacks.Callback):
+    """Records (optimizer step, lambda of the gender reversal) before every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[tuple[int, float]] = []
+        self.by_epoch: dict[int, set[float]] = {}
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        scale = self.model.current_adversary_weight["gender"]
+        self.steps.append((step, scale))
+        self.by_epoch.setdefault(self._epoch, set()).add(scale)
+
+
+def _setup(ratings, users, user_ids, item_ids, batch_size, **compile_kwargs):
+    bpr = BPRRetrievalModel(user_ids, item_ids, embedding_dim=4, seed=0)
+    model = PrivacyAdversarialModel(
+        bpr, heads={"gender": CategoricalHead(2)}, adversary_weight=LAMBDA
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False, **compile_kwargs)
+    dataset = data.training_dataset(
+        ratings, users, attributes=["gender"], item_ids=item_ids, batch_size=batch_size
+    )
+    return model, dataset
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_scheduler_moves_the_reversal_scales(
+    ratings, users, user_ids, item_ids, steps_per_execution
+):
+    model, dataset = _setup(
+        ratings, users, user_ids, item_ids, 100, steps_per_execution=steps_per_execution
+    )
+    steps_per_epoch = len(dataset)
+    assert steps_per_epoch == 4
+    epochs = 2
+    total = steps_per_epoch * epochs
+    recorder = _Recorder()
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[AdversaryWeightScheduler("ganin"), recorder],
+    ).history
+    schedule = GaninSchedule()
+    steps = [step for step, _ in recorder.steps]
+    assert steps == list(range(0, total, steps_per_execution))
+    for step, scale in recorder.steps:
+        assert scale == pytest.approx(LAMBDA * schedule(step / total), abs=1e-6)
+    scales = [scale for _, scale in recorder.steps]
+    assert scales[0] == 0.0
+    assert np.all(np.diff(scales) > 0)
+    # After fit the reversal holds lambda * schedule(1); the target is unchanged.
+    assert model.current_adversary_weight["gender"] == pytest.approx(LAMBDA * GANIN_AT_1, abs=1e-6)
+    assert model.adversary_weight == {"gender": LAMBDA}
+    # The logged factor is the one applied to the epoch's last executed batch.
+    last = [max(s for s in steps if s < (e + 1) * steps_per_epoch) for e in range(epochs)]
+    np.testing.assert_allclose(
+        history["adversary_factor"], [schedule(s / total) for s in last], rtol=1e-12
+    )
+
+
+def test_scheduler_with_custom_callable(ratings, users, user_ids, item_ids):
+    model, dataset = _setup(ratings, users, user_ids, item_ids, 200)
+    recorder = _Recorder()
+    model.fit(
+        dataset,
+        epochs=1,
+        verbose=0,
+        callbacks=[
+            AdversaryWeightScheduler(lambda progress: 0.25 - progress),
+            recorder,
+        ],
+    )
+    assert [scale for _, scale in recorder.steps] == pytest.approx([LAMBDA * 0.25, LAMBDA * -0.25])
+    assert model.current_adversary_weight["gender"] == pytest.approx(LAMBDA * -0.75)
+
+
+def test_scheduler_without_known_steps_uses_epochs(ratings, users, user_ids, item_ids):
+    model, dataset = _setup(ratings, users, user_ids, item_ids, 200)
+    unknown = dataset.filter(lambda batch: True)  # cardinality becomes unknown
+    recorder = _Recorder()
+    model.fit(
+        unknown,
+        epochs=2,
+        verbose=0,
+        callbacks=[AdversaryWeightScheduler("linear"), recorder],
+    )
+    # Progress per epoch: epoch / epochs with LinearSchedule(warmup=0.5). (Keras
+    # may begin one extra batch in the first epoch to find the end of the data.)
+    assert recorder.by_epoch == {0: {0.0}, 1: {LAMBDA}}
+
+
+def test_scheduler_rejects_non_adversarial_model(ratings, user_ids, item_ids):
+    model = BPRRetrievalModel(user_ids, item_ids, embedding_dim=4, seed=0)
+    model.compile(jit_compile=False)
+    dataset = data.training_dataset(ratings, item_ids=item_ids, batch_size=200)
+    with pytest.raises(TypeError, match="PrivacyAdversarialModel"):
+        model.fit(dataset, epochs=1, verbose=0, callbacks=[AdversaryWeightScheduler()])

@@ -1,0 +1,5 @@
+import sys
+
+from tfprivadv.cli import main
+
+sys.exit(main())
