@@ -29,7 +29,7 @@ train, test = leave_one_out(data.ratings, strategy="last")
 labels = encode_attributes(data.users, ATTRIBUTES)
 users = data.users[data.users["user_id"].isin(train["user_id"])]
 
-for adversary_weight in (0.0, 0.3):
+for adversary_weight in (0.0, 0.03):
     tf.keras.utils.set_random_seed(SEED)
     recommender = tfprivadv.BPRRetrievalModel(
         data.users["user_id"],
@@ -55,9 +55,9 @@ for adversary_weight in (0.0, 0.3):
         batch_size=4096,
         seed=SEED,
     )
-    model.compile(tf.keras.optimizers.Adam(0.02), steps_per_execution=8)
+    model.compile(tf.keras.optimizers.Adam(0.01), steps_per_execution=8)
     history = model.fit(
-        dataset, epochs=40, verbose=0, callbacks=[tfprivadv.AdversaryWeightScheduler()]
+        dataset, epochs=60, verbose=0, callbacks=[tfprivadv.AdversaryWeightScheduler()]
     )
 
     vectors = recommender.user_embeddings(users["user_id"]).numpy()

@@ -63,6 +63,13 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-negatives", type=int, default=1)
     parser.add_argument("--split", choices=("last", "random", "holdout"), default="last")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--attackers",
+        type=_names,
+        default=None,
+        help="probe attackers, e.g. 'logistic,mlp,gradient_boosting' (default: logistic; "
+        "quickstart: logistic,mlp)",
+    )
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
 
 
@@ -74,6 +81,8 @@ _DEFAULTS = {
 
 
 def _config(args: argparse.Namespace, adversary_weight, probe_attackers=("logistic",)):
+    if args.attackers:
+        probe_attackers = args.attackers
     from tfprivadv.experiment import RunConfig
 
     defaults = _DEFAULTS[args.dataset]
