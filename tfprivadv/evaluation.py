@@ -85,6 +85,10 @@ def rank_items(
             "ndcg": ndcg,
         }
     )
+    return _summarise(per_user, k)
+
+
+def _summarise(per_user: pd.DataFrame, k: int) -> Evaluation:
     metrics = {
         f"hr@{k}": float(per_user["hit"].mean()),
         f"ndcg@{k}": float(per_user["ndcg"].mean()),
@@ -136,13 +140,7 @@ def evaluate(
         chunk = test.iloc[start : start + batch_size]
         scores = model.score_items(chunk["user_id"].to_numpy())
         parts.append(rank_items(scores, catalog, chunk, train, k=k).per_user)
-    per_user = pd.concat(parts, ignore_index=True)
-    metrics = {
-        f"hr@{k}": float(per_user["hit"].mean()),
-        f"ndcg@{k}": float(per_user["ndcg"].mean()),
-        "users": int(len(per_user)),
-    }
-    return Evaluation(k, metrics, per_user)
+    return _summarise(pd.concat(parts, ignore_index=True), k)
 
 
 def popularity_baseline(train: pd.DataFrame, test: pd.DataFrame, *, k: int = 10) -> Evaluation:
