@@ -51,6 +51,9 @@ def test_train_writes_a_complete_run_folder(ml100k_path, tmp_path, capsys):
         "leakage.csv",
         "per_user.csv",
         "model.keras",
+        "report.md",
+        "report.html",
+        "report.json",
     }
     config = json.loads((output / "config.json").read_text())
     assert config["adversary_weight"] == {"gender": 0.5, "age_group": 0.1}

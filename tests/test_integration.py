@@ -55,7 +55,8 @@ def test_ml100k_unprotected_bpr_beats_popularity(ml100k_runs):
 
 def test_ml100k_protection_lowers_gender_leakage(ml100k_runs):
     def gender_bacc(run):
-        leakage = run["leakage"].set_index("attribute")
+        leakage = run["leakage"]
+        leakage = leakage[leakage["source"] == "embeddings"].set_index("attribute")
         return leakage.loc["gender", "balanced_accuracy"]
 
     plain, protected = gender_bacc(ml100k_runs[0.0]), gender_bacc(ml100k_runs[0.1])
@@ -96,5 +97,7 @@ def test_ml1m_holdout_bpr_reaches_target_hr():
     # The target for dim 10, lambda 0 under leave-last-out (popularity: 4.14%).
     assert metrics["hr@10"] >= 0.055, metrics
     assert abs(metrics["popularity_hr@10"] - 0.0414) < 0.001
-    gender = outcome["leakage"].set_index("attribute").loc["gender"]
-    assert gender["balanced_accuracy"] > 0.6, "unprotected ML-1M vectors leak gender"
+    leakage = outcome["leakage"].set_index(["source", "attribute"])
+    assert leakage.loc[("embeddings", "gender"), "balanced_accuracy"] > 0.6
+    # The top-10 lists alone leak gender too (the paper's open question).
+    assert leakage.loc[("recommendations", "gender"), "balanced_accuracy_low"] > 0.5

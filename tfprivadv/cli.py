@@ -153,8 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     outcome = train_and_evaluate(config, data, train, test)
     print(_summary([(f"BPR, lambda={config.adversary_weight}", outcome["metrics"])], config.k))
     print(f"popularity HR@{config.k}: {outcome['metrics'][f'popularity_hr@{config.k}']:.4f}")
-    print("\nLeakage (5-fold CV attackers on the user vectors, held-out users):")
+    print("\nAudit (5-fold CV attackers on the user vectors and top-k lists, held-out users):")
     print(leakage_table(outcome["leakage"]))
+    print(outcome["report"].summary())
     write_run(output, config, outcome)
     print(f"\nRun folder: {output}")
     return 0
@@ -177,7 +178,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     base = _config(args, 0.0)
     data, train, test = load_split(base)
     print(_describe(data, train, test))
-    rows, leakages, outcomes = [], [], []
+    rows, outcomes = [], []
     popularity = popularity_baseline(train, test, k=base.k)
     rows.append(("popularity", popularity.metrics))
     for weight in (0.0, args.adversary_weight):
@@ -186,19 +187,67 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"\n== Training BPR dim {config.embedding_dim}, lambda = {weight} ==")
         outcome = train_and_evaluate(config, data, train, test)
         rows.append((f"BPR dim {config.embedding_dim}, lambda={weight}", outcome["metrics"]))
-        leakage = outcome["leakage"].assign(model=f"lambda={weight}")
-        leakages.append(leakage)
         outcomes.append((config, outcome))
     print("\n== Utility (full ranking over unseen items) ==")
     print(_summary(rows, base.k))
-    print("\n== Leakage: attackers on the user vectors (5-fold CV, held-out users) ==")
-    for leakage in leakages:
-        print(f"-- {leakage['model'].iloc[0]}")
-        print(leakage_table(leakage))
+    for config, outcome in outcomes:
+        print(
+            f"\n== Audit, lambda={config.adversary_weight}: attackers on the user vectors and "
+            "on the top-10 lists (5-fold CV, held-out users) =="
+        )
+        print(leakage_table(outcome["leakage"]))
+        print(outcome["report"].summary())
     for config, outcome in outcomes:
         write_run(output / f"lambda-{config.adversary_weight:g}", config, outcome)
     print(f"\nRun folders: {output}/lambda-0, {output}/lambda-{args.adversary_weight:g}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from tfprivadv._keras import tf
+    from tfprivadv.audit import audit
+    from tfprivadv.experiment import RunConfig, load_split
+
+    run_dir = Path(args.run_dir)
+    missing = [n for n in ("config.json", "model.keras") if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"RUN_DIR {run_dir} is not a run folder (written by `tfprivadv train` or "
+            f"`quickstart`): missing {missing}."
+        )
+    fields = json.loads((run_dir / "config.json").read_text())
+    config = RunConfig(**{key: value for key, value in fields.items() if key != "extra"})
+    if args.data_path:
+        config.data_path = args.data_path
+    data, train, test = load_split(config)
+    import tfprivadv.models  # noqa: F401  (registers the classes load_model needs)
+
+    model = tf.keras.models.load_model(run_dir / "model.keras", compile=False)
+    report = audit(
+        model,
+        train,
+        test,
+        data.users,
+        attributes=list(config.attributes),
+        k=config.k,
+        attackers=args.attackers,
+        cv=args.cv,
+        n_bootstrap=args.bootstrap,
+        recommendations=not args.no_recommendations,
+        random_state=config.seed,
+        progress=True,
+    )
+    print(report.summary())
+    written = report.save(run_dir)
+    print("\nWrote " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def _attackers_flag(text: str) -> str | tuple[str, ...]:
+    names = _names(text)
+    return names[0] if len(names) == 1 else names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--output", default=None, help="run folder (default runs/train-TIME)")
     train.set_defaults(handler=cmd_train)
+    audit = sub.add_parser(
+        "audit",
+        help="audit a run folder: attackers on vectors and top-k lists, parity; writes "
+        "report.md / report.html / report.json",
+    )
+    audit.add_argument("run_dir", help="a folder written by `tfprivadv train` or `quickstart`")
+    audit.add_argument(
+        "--attackers",
+        type=_attackers_flag,
+        default="paper",
+        help="'paper' (the paper's Table 1 attackers), 'strong' (+ MLP, hist. gradient "
+        "boosting), or comma-separated attacker names",
+    )
+    audit.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    audit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    audit.add_argument(
+        "--no-recommendations",
+        action="store_true",
+        help="skip the top-k list leakage and exposure parity",
+    )
+    audit.add_argument("--data-path", default=None, help="override the run's data path")
+    audit.set_defaults(handler=cmd_audit)
     return parser
 
 

@@ -42,6 +42,7 @@ class RunConfig:
     seed: int = 0
     k: int = 10
     probe_attackers: tuple[str, ...] = ("logistic",)
+    n_bootstrap: int = 100
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,17 +106,18 @@ def build_model(config: RunConfig, train: pd.DataFrame, users: pd.DataFrame, enc
 
 
 def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> dict[str, Any]:
-    """Trains one model and measures utility and leakage.
+    """Trains one model and audits it (utility, leakage, parity).
 
     Returns:
         A dict with the model, the fit history, `metrics` (HR@k, NDCG@k,
-        popularity baseline), `leakage` (probe DataFrame) and timings.
+        popularity baseline, fit time, samples/s), `leakage` (the audit's leakage
+        frame) and `report` (the `AuditReport`).
     """
     from tfprivadv._keras import tf
-    from tfprivadv.audit import probe_embeddings
+    from tfprivadv.audit import audit
     from tfprivadv.callbacks import AdversaryWeightScheduler
     from tfprivadv.data import encode_attributes, training_dataset
-    from tfprivadv.evaluation import evaluate, popularity_baseline
+    from tfprivadv.evaluation import popularity_baseline
 
     config.validate()
     if data is None:
@@ -144,29 +146,30 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
     start = time.perf_counter()
     history = model.fit(dataset, epochs=config.epochs, verbose=config.verbose, callbacks=callbacks)
     fit_seconds = time.perf_counter() - start
-    result = evaluate(model, train, test, k=config.k)
-    baseline = popularity_baseline(train, test, k=config.k)
-    trained_users = np.sort(train["user_id"].unique())
-    vectors = model.retrieval_model.user_embeddings(trained_users).numpy()
-    labels = data.users.set_index("user_id").loc[trained_users, attributes]
-    leakage = probe_embeddings(
-        vectors,
-        labels,
+    report = audit(
+        model,
+        train,
+        test,
+        data.users,
+        attributes=attributes,
+        k=config.k,
         attackers=list(config.probe_attackers),
+        n_bootstrap=config.n_bootstrap,
         random_state=config.seed,
     )
+    baseline = popularity_baseline(train, test, k=config.k)
     samples = len(dataset) * config.batch_size * config.epochs
     return {
         "model": model,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
-        "evaluation": result,
+        "report": report,
         "metrics": {
-            **{key: value for key, value in result.metrics.items()},
+            **report.utility,
             f"popularity_hr@{config.k}": baseline.hr,
             "fit_seconds": fit_seconds,
             "samples_per_second": samples / fit_seconds,
         },
-        "leakage": leakage,
+        "leakage": report.leakage,
     }
 
 
@@ -181,7 +184,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, Any]) -> Path:
-    """Writes config.json, metrics.json, leakage.csv, per_user.csv and model.keras.
+    """Writes config.json, metrics.json, leakage.csv, per_user.csv, model.keras and the
+    audit report (report.md, report.html, report.json).
 
     Everything goes to a temporary sibling folder first and is renamed into
     place at the end, so a crash never leaves a half-written run folder.
@@ -203,7 +207,8 @@ def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, 
         }
         (staging / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
         outcome["leakage"].to_csv(staging / "leakage.csv", index=False)
-        outcome["evaluation"].per_user.to_csv(staging / "per_user.csv", index=False)
+        outcome["report"].per_user.to_csv(staging / "per_user.csv", index=False)
+        outcome["report"].save(staging)
         outcome["model"].save(staging / "model.keras")
         os.replace(staging, run_dir)
     except BaseException:
@@ -213,16 +218,16 @@ def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, 
 
 
 def leakage_table(leakage: pd.DataFrame) -> str:
-    """Fixed-width text table of a probe frame."""
+    """Fixed-width text table of a leakage frame (categorical attributes)."""
     lines = [
-        f"{'attribute':<11}{'attacker':<19}{'accuracy':>9}{'(chance)':>10}"
-        f"{'bal.acc':>9}{'(chance)':>10}{'95% CI':>16}"
+        f"{'source':<16}{'attribute':<11}{'attacker':<19}{'accuracy':>9}{'(chance)':>10}"
+        f"{'bal.acc':>9}{'(chance)':>10}{'95% CI':>17}"
     ]
-    for row in leakage.itertuples():
+    for row in leakage[leakage["kind"] == "categorical"].itertuples():
+        interval = f"[{row.balanced_accuracy_low:.3f}, {row.balanced_accuracy_high:.3f}]"
         lines.append(
-            f"{row.attribute:<11}{row.attacker:<19}{row.accuracy:>9.3f}"
-            f"{row.chance_accuracy:>10.3f}{row.balanced_accuracy:>9.3f}"
-            f"{row.chance_balanced_accuracy:>10.3f}"
-            f"{f'[{row.balanced_accuracy_low:.3f}, {row.balanced_accuracy_high:.3f}]':>16}"
+            f"{row.source:<16}{row.attribute:<11}{row.attacker:<19}{row.accuracy:>9.3f}"
+            f"{row.accuracy_chance:>10.3f}{row.balanced_accuracy:>9.3f}"
+            f"{row.balanced_accuracy_chance:>10.3f}{interval:>17}"
         )
     return "\n".join(lines)
