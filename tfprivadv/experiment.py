@@ -173,16 +173,6 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
     }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, Any]) -> Path:
     """Writes config.json, metrics.json, leakage.csv, per_user.csv, model.keras and the
     audit report (report.md, report.html, report.json).
@@ -193,6 +183,8 @@ def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, 
     Raises:
         FileExistsError: `run_dir` exists already.
     """
+    from tfprivadv.audit.report import _jsonable
+
     run_dir = Path(run_dir)
     if run_dir.exists():
         raise FileExistsError(f"`run_dir` {run_dir} exists; choose another output folder.")

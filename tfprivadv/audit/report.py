@@ -403,6 +403,7 @@ class AuditReport:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON types (NaN/inf become null, so the files are strict JSON)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
