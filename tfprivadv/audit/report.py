@@ -50,11 +50,13 @@ class AuditReport:
     # ------------------------------------------------------------ tables
     def best_attackers(self) -> pd.DataFrame:
         """The strongest attacker per source x attribute (by its primary metric)."""
-        rows = []
-        for (_, _), group in self.leakage.groupby(["source", "attribute"], sort=False):
-            metric = _primary(group.iloc[0])
-            rows.append(group.loc[group[metric].idxmax()])
-        return pd.DataFrame(rows).reset_index(drop=True)
+        from tfprivadv.audit.probes import best_attackers
+
+        return best_attackers(
+            self.leakage,
+            PRIMARY_METRIC["categorical"],
+            continuous_metric=PRIMARY_METRIC["continuous"],
+        ).reset_index(drop=True)
 
     def leakage_table(self, best_only: bool = False) -> pd.DataFrame:
         """Readable leakage table: score, chance, gap and 95% interval per row."""
