@@ -180,3 +180,63 @@ def test_scheduler_rejects_non_adversarial_model(ratings, user_ids, item_ids):
     dataset = data.training_dataset(ratings, item_ids=item_ids, batch_size=200)
     with pytest.raises(TypeError, match="PrivacyAdversarialModel"):
         model.fit(dataset, epochs=1, verbose=0, callbacks=[AdversaryWeightScheduler()])
+
+
+# ------------------------------------------------------------------- model selection
+def _fit_with_selection(ratings, users, user_ids, item_ids, epochs=4, **kwargs):
+    from tfprivadv.callbacks import RankingValidation
+    from tfprivadv.datasets import leave_one_out
+
+    fit_train, valid = leave_one_out(ratings, strategy="random", seed=0)
+    model, dataset = _setup(fit_train, users, user_ids, item_ids, 100)
+    selection = RankingValidation(fit_train, valid, k=5, **kwargs)
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([v.numpy() for v in self.model.trainable_variables])
+
+    history = model.fit(
+        dataset, epochs=epochs, verbose=0, callbacks=[selection, Snapshot()]
+    ).history
+    return model, selection, history, snapshots, fit_train, valid
+
+
+def test_ranking_validation_logs_and_restores_the_best_epoch(ratings, users, user_ids, item_ids):
+    from tfprivadv.evaluation import evaluate
+
+    model, selection, history, snapshots, fit_train, valid = _fit_with_selection(
+        ratings, users, user_ids, item_ids
+    )
+    assert len(history["val_hr@5"]) == len(history["val_ndcg@5"]) == 4
+    best = int(np.argmax(history["val_hr@5"]))  # first maximum wins
+    assert selection.best_epoch == best
+    assert selection.best["val_hr@5"] == history["val_hr@5"][best]
+    for variable, value in zip(model.trainable_variables, snapshots[best]):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    # The logged figure is the evaluation module's, on the restored weights.
+    assert evaluate(model, fit_train, valid, k=5).hr == pytest.approx(history["val_hr@5"][best])
+
+
+def test_ranking_validation_start_epoch_and_patience(ratings, users, user_ids, item_ids):
+    _, selection, history, _, _, _ = _fit_with_selection(
+        ratings, users, user_ids, item_ids, epochs=6, start_epoch=2, patience=1
+    )
+    assert selection.best_epoch >= 2
+    scores = history["val_hr@5"]
+    # Training stops one epoch after the first epoch >= 2 that did not improve.
+    ran = len(scores)
+    assert ran <= 6
+    if ran < 6:
+        assert scores[ran - 1] <= max(scores[2 : ran - 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"k": 0}, "`k`"), ({"monitor": "auc"}, "`monitor`"), ({"patience": 0}, "`patience`")],
+)
+def test_ranking_validation_bad_arguments(ratings, kwargs, match):
+    from tfprivadv.callbacks import RankingValidation
+
+    with pytest.raises(ValueError, match=match):
+        RankingValidation(ratings, ratings.drop_duplicates("user_id"), **kwargs)

@@ -1,4 +1,4 @@
-"""Schedules for the adversary weight lambda during `fit`."""
+"""Callbacks for `fit`: adversary weight schedules and validation-based model selection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfprivadv._keras import keras
-from tfprivadv._validation import _received, check_choice, check_float
+from tfprivadv._validation import _received, check_choice, check_float, check_int
 
 
 class GaninSchedule:
@@ -117,3 +117,93 @@ class AdversaryWeightScheduler(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._apply(1.0)
+
+
+class RankingValidation(keras.callbacks.Callback):
+    """Model selection on a validation split: logs `val_hr@k` / `val_ndcg@k` after
+    every epoch and restores the weights of the best epoch at the end.
+
+    The validation interactions must be carved from the training data (e.g.
+    `leave_one_out(train, strategy="random")`), never the test holdout, so that
+    choosing epochs does not peek at the reported figures.
+
+    Args:
+        train: The interactions the model trains on (excluded from candidates).
+        validation: One held-out interaction per user.
+        k: The cut-off.
+        monitor: "hr" or "ndcg" (at `k`).
+        start_epoch: Epochs (0-based) before this one are logged but never
+            selected, e.g. while the adversary weight is still warming up.
+        patience: Stop after this many epochs without improvement (None: never).
+        restore_best: Restore the best epoch's weights when training ends.
+
+    Attributes:
+        best_epoch: 0-based epoch of the selected weights (None before training).
+        best: Its validation metrics.
+
+    Example:
+        >>> fit_train, valid = leave_one_out(train, strategy="random", seed=0)
+        >>> selection = RankingValidation(fit_train, valid, k=10)
+        >>> model.fit(training_dataset(fit_train, ...), epochs=20, callbacks=[selection])
+        >>> selection.best_epoch
+    """
+
+    def __init__(
+        self,
+        train: Any,
+        validation: Any,
+        *,
+        k: int = 10,
+        monitor: str = "hr",
+        start_epoch: int = 0,
+        patience: int | None = None,
+        restore_best: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train, self.validation = train, validation
+        self.k = check_int("k", k, minimum=1)
+        self.monitor = check_choice("monitor", monitor, ("hr", "ndcg"))
+        self.start_epoch = check_int("start_epoch", start_epoch, minimum=0)
+        self.patience = None if patience is None else check_int("patience", patience, minimum=1)
+        self.restore_best = bool(restore_best)
+        self._evaluator = None
+        self.best_epoch: int | None = None
+        self.best: dict[str, float] | None = None
+        self._best_weights = None
+
+    def on_train_begin(self, logs=None):
+        from tfprivadv.evaluation import RankingEvaluator
+
+        recommender = getattr(self.model, "retrieval_model", self.model)
+        if self._evaluator is None:
+            self._evaluator = RankingEvaluator(
+                recommender.item_vocabulary, self.train, self.validation, k=self.k
+            )
+        self.best_epoch, self.best, self._best_weights = None, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = self._evaluator(self.model).metrics
+        scores = {
+            f"val_hr@{self.k}": metrics[f"hr@{self.k}"],
+            f"val_ndcg@{self.k}": metrics[f"ndcg@{self.k}"],
+        }
+        if logs is not None:
+            logs.update(scores)
+        if epoch < self.start_epoch:
+            return
+        value = scores[f"val_{self.monitor}@{self.k}"]
+        if self.best is None or value > self.best[f"val_{self.monitor}@{self.k}"]:
+            self.best_epoch, self.best = epoch, scores
+            if self.restore_best:
+                # Trainable variables only: schedule state (e.g. the reversal scale)
+                # is not part of the selected model.
+                self._best_weights = [v.numpy() for v in self.model.trainable_variables]
+        elif self.patience is not None and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self._best_weights is not None:
+            for variable, value in zip(
+                self.model.trainable_variables, self._best_weights, strict=True
+            ):
+                variable.assign(value)

@@ -55,37 +55,88 @@ def rank_items(
     `train`. Ties count as the mid-rank, so a constant scorer does not score hits.
     A held-out item outside the catalog is a miss.
     """
-    users = test["user_id"].to_numpy()
-    rows = pd.DataFrame({"user_id": users, "row": np.arange(len(users))})
-    seen = train[["user_id", "item_id"]].merge(rows, on="user_id")
-    seen_cols = pd.Index(catalog).get_indexer(seen["item_id"].to_numpy())
-    seen_rows = seen["row"].to_numpy()[seen_cols >= 0]
-    seen_cols = seen_cols[seen_cols >= 0]
+    return _Ranking(catalog, test, train).evaluate(scores, k)
 
-    test_cols = pd.Index(catalog).get_indexer(test["item_id"].to_numpy())
-    in_catalog = test_cols >= 0
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    target = np.full(len(users), np.nan)
-    target[in_catalog] = scores[np.flatnonzero(in_catalog), test_cols[in_catalog]]
-    scores[seen_rows, seen_cols] = -np.inf
-    # The held-out item stays a candidate even if it also appears in `train`.
-    scores[np.flatnonzero(in_catalog), test_cols[in_catalog]] = target[in_catalog]
-    with np.errstate(invalid="ignore"):
-        greater = (scores > target[:, None]).sum(axis=1)
-        ties = (scores == target[:, None]).sum(axis=1) - 1
-    rank = np.where(in_catalog, greater + np.maximum(ties, 0) / 2.0, np.nan)
-    hit = np.where(in_catalog, rank < k, False)
-    ndcg = np.where(hit, 1.0 / np.log2(np.nan_to_num(rank, nan=0.0) + 2.0), 0.0)
-    per_user = pd.DataFrame(
-        {
-            "user_id": users,
-            "item_id": test["item_id"].to_numpy(),
-            "rank": rank,
-            "hit": hit.astype(bool),
-            "ndcg": ndcg,
-        }
-    )
-    return _summarise(per_user, k)
+
+class _Ranking:
+    """The fixed part of a ranking evaluation (who is scored, what is excluded),
+    prepared once so that scoring the same users again (every epoch, for
+    validation) only costs the matrix product and the rank count."""
+
+    def __init__(self, catalog: np.ndarray, test: pd.DataFrame, train: pd.DataFrame) -> None:
+        self.test = test
+        users = test["user_id"].to_numpy()
+        rows = pd.DataFrame({"user_id": users, "row": np.arange(len(users))})
+        seen = train[["user_id", "item_id"]].merge(rows, on="user_id")
+        seen_cols = pd.Index(catalog).get_indexer(seen["item_id"].to_numpy())
+        self.seen_rows = seen["row"].to_numpy()[seen_cols >= 0]
+        self.seen_cols = seen_cols[seen_cols >= 0]
+        self.test_cols = pd.Index(catalog).get_indexer(test["item_id"].to_numpy())
+        self.in_catalog = self.test_cols >= 0
+        self.target_rows = np.flatnonzero(self.in_catalog)
+
+    def evaluate(self, scores: np.ndarray, k: int) -> Evaluation:
+        scores = np.array(scores, dtype=np.float64, copy=True)
+        target = np.full(len(scores), np.nan)
+        target[self.in_catalog] = scores[self.target_rows, self.test_cols[self.in_catalog]]
+        scores[self.seen_rows, self.seen_cols] = -np.inf
+        # The held-out item stays a candidate even if it also appears in `train`.
+        scores[self.target_rows, self.test_cols[self.in_catalog]] = target[self.in_catalog]
+        with np.errstate(invalid="ignore"):
+            greater = (scores > target[:, None]).sum(axis=1)
+            ties = (scores == target[:, None]).sum(axis=1) - 1
+        rank = np.where(self.in_catalog, greater + np.maximum(ties, 0) / 2.0, np.nan)
+        hit = np.where(self.in_catalog, rank < k, False)
+        ndcg = np.where(hit, 1.0 / np.log2(np.nan_to_num(rank, nan=0.0) + 2.0), 0.0)
+        per_user = pd.DataFrame(
+            {
+                "user_id": self.test["user_id"].to_numpy(),
+                "item_id": self.test["item_id"].to_numpy(),
+                "rank": rank,
+                "hit": hit.astype(bool),
+                "ndcg": ndcg,
+            }
+        )
+        return _summarise(per_user, k)
+
+
+class RankingEvaluator:
+    """`evaluate` prepared once for fixed `train` / `test` frames, callable on a
+    model many times (e.g. after every epoch on a validation split).
+
+    Args:
+        catalog: The candidate items (a recommender's `item_vocabulary`).
+        train: Interactions excluded from each user's candidates.
+        test: One held-out interaction per user.
+        k: The cut-off.
+        batch_size: Users scored at once (bounds memory at batch x catalog).
+    """
+
+    def __init__(
+        self,
+        catalog: Any,
+        train: pd.DataFrame,
+        test: pd.DataFrame,
+        *,
+        k: int = 10,
+        batch_size: int = 2048,
+    ) -> None:
+        self.k = _check(train, test, k)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        catalog = np.asarray(catalog)
+        test = test.reset_index(drop=True)
+        self._chunks = [
+            _Ranking(catalog, test.iloc[start : start + self.batch_size], train)
+            for start in range(0, len(test), self.batch_size)
+        ]
+
+    def __call__(self, model: Any) -> Evaluation:
+        model = _unwrap(model)
+        parts = []
+        for chunk in self._chunks:
+            scores = model.score_items(chunk.test["user_id"].to_numpy())
+            parts.append(chunk.evaluate(scores, self.k).per_user)
+        return _summarise(pd.concat(parts, ignore_index=True), self.k)
 
 
 def _summarise(per_user: pd.DataFrame, k: int) -> Evaluation:
@@ -132,15 +183,8 @@ def evaluate(
         >>> result = evaluate(model, train, test, k=10)
         >>> result.metrics["hr@10"]
     """
-    k = _check(train, test, k)
     model = _unwrap(model)
-    catalog = np.asarray(model.item_vocabulary)
-    parts = []
-    for start in range(0, len(test), batch_size):
-        chunk = test.iloc[start : start + batch_size]
-        scores = model.score_items(chunk["user_id"].to_numpy())
-        parts.append(rank_items(scores, catalog, chunk, train, k=k).per_user)
-    return _summarise(pd.concat(parts, ignore_index=True), k)
+    return RankingEvaluator(model.item_vocabulary, train, test, k=k, batch_size=batch_size)(model)
 
 
 def popularity_baseline(train: pd.DataFrame, test: pd.DataFrame, *, k: int = 10) -> Evaluation:
