@@ -672,3 +672,83 @@ def test_adversarial_save_and_load(tmp_path, user_ids, item_ids, users):
         loaded.retrieval_model.user_embeddings(request).numpy(),
         model.retrieval_model.user_embeddings(request).numpy(),
     )
+
+
+# ------------------------------------------------------------- confusion objective
+def _confusion_loss(model, name, source):
+    bpr, head = model.retrieval_model, model.heads[name]
+    users = bpr.user_embeddings(source["user_id"])
+    mask = head.is_valid(source[name])
+    return head.confusion_loss(head(users, training=False), mask)
+
+
+@pytest.mark.parametrize("heads", [("gender",), ("gender", "age")])
+@pytest.mark.parametrize("weight", [0.0, 0.7, 10.0])
+def test_confusion_objective_gradients(user_ids, item_ids, users, dataset, heads, weight):
+    """User table: rec + lambda * d confusion / d users (the head held fixed); items:
+    rec only; heads: their plain loss only (the confusion term cancels there)."""
+    model = _adversarial(
+        user_ids,
+        item_ids,
+        users,
+        heads=heads,
+        adversary_weight=weight,
+        adversary_objective="confusion",
+    )
+    _perturb(model)
+    batch = _batch(dataset)
+    source = batch["adversary"]
+    bpr = model.retrieval_model
+    table = bpr.user_embedding.embeddings
+    variables = [table, bpr.item_embedding.embeddings, bpr.item_bias.embeddings]
+    total = _gradients(lambda: model.compute_loss(batch, training=True), variables)
+    rec = _gradients(lambda: bpr.compute_loss(batch, training=True), variables)
+    expected = rec[0].copy()
+    for name in heads:
+        confusion = _gradients(lambda n=name: _confusion_loss(model, n, source), [table])[0]
+        assert np.abs(confusion).max() > 1e-6  # the check is not vacuous
+        expected += weight * confusion
+        # A head's gradient from the confusion term alone is not zero...
+        head_vars = model.heads[name].trainable_variables
+        alone = _gradients(lambda n=name: _confusion_loss(model, n, source), head_vars)
+        assert max(np.abs(g).max() for g in alone) > 1e-6
+        # ...but through the model the head sees its plain loss only.
+        via_model = _gradients(lambda: model.compute_loss(batch, training=True), head_vars)
+        direct = _gradients(lambda n=name: _head_loss(model, n, source), head_vars)
+        for got, want in zip(via_model, direct, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(total[0], expected, rtol=1e-4, atol=1e-7)
+    for got, want in zip(total[1:], rec[1:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_confusion_loss_is_zero_for_constant_predictions():
+    head = CategoricalHead(3)
+    mask = tf.constant([True, True, False])
+    same = tf.constant([[1.0, 2.0, 0.0]] * 3)
+    assert float(head.confusion_loss(same, mask)) == pytest.approx(0.0, abs=1e-6)
+    # The masked row is ignored, whatever it says.
+    varied = tf.constant([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0], [9.0, -9.0, 0.0]])
+    assert float(head.confusion_loss(varied, mask)) == pytest.approx(0.0, abs=1e-6)
+    spread = tf.constant([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
+    p = tf.nn.softmax(spread[:2]).numpy()
+    mean = p.mean(axis=0)
+    want = np.mean([np.sum(mean * (np.log(mean) - np.log(row))) for row in p])
+    assert float(head.confusion_loss(spread, mask)) == pytest.approx(want, rel=1e-5)
+    regression = ContinuousHead(mean=0.0, std=1.0)
+    values = tf.constant([1.0, 3.0, 100.0])
+    assert float(regression.confusion_loss(values, mask)) == pytest.approx(1.0)
+
+
+def test_confusion_objective_fits_and_round_trips(user_ids, item_ids, users, dataset):
+    model = _adversarial(
+        user_ids, item_ids, users, adversary_weight=1.0, adversary_objective="confusion"
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    history = model.fit(dataset, epochs=2, verbose=0).history
+    assert history["rec_loss"][1] < history["rec_loss"][0]
+    assert model.get_config()["adversary_objective"] == "confusion"
+    clone = PrivacyAdversarialModel.from_config(model.get_config())
+    assert clone.adversary_objective == "confusion"
+    with pytest.raises(ValueError, match="`adversary_objective`"):
+        _adversarial(user_ids, item_ids, users, adversary_objective="maximise")

@@ -113,6 +113,16 @@ class AttributeHead(keras.layers.Layer):
         losses = tf.where(weights > 0, losses, 0.0)
         return tf.math.divide_no_nan(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))
 
+    def confusion_loss(self, predictions: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """How far the predictions of the rows in `mask` are from their mean
+        prediction (a constant target): 0 when the head says the same for everyone.
+
+        The user vectors minimise this under `adversary_objective="confusion"`. It
+        never reads the labels, so, unlike maximising the head's loss, it cannot
+        write the attribute into the vectors when the head lags behind.
+        """
+        raise NotImplementedError
+
     def create_metrics(self, attribute: str) -> list[keras.metrics.Metric]:
         """Fresh metric objects for this head, named `<attribute>_<metric>`."""
         return []
@@ -178,6 +188,17 @@ class CategoricalHead(AttributeHead):
     def is_valid(self, labels):
         labels = tf.cast(labels, tf.float32)
         return tf.math.logical_and(labels >= 0, labels < self.num_classes)
+
+    def confusion_loss(self, predictions, mask):
+        # Mean KL(mean p || p_i): the head's distributions pulled to their average.
+        weights = tf.cast(mask, tf.float32)[:, None]
+        log_p = tf.nn.log_softmax(tf.cast(predictions, tf.float32))
+        mean_p = tf.math.divide_no_nan(
+            tf.reduce_sum(tf.exp(log_p) * weights, axis=0), tf.reduce_sum(weights)
+        )
+        target = tf.stop_gradient(mean_p)
+        kl = tf.reduce_sum(target * (tf.math.log(target + 1e-12) - log_p), axis=-1)
+        return tf.math.divide_no_nan(tf.reduce_sum(kl * weights[:, 0]), tf.reduce_sum(weights))
 
     def create_metrics(self, attribute):
         return [keras.metrics.SparseCategoricalAccuracy(name=f"{attribute}_accuracy")]
@@ -273,6 +294,14 @@ class ContinuousHead(AttributeHead):
             return tf.square(error)
         absolute = tf.abs(error)
         return tf.where(absolute <= 1.0, 0.5 * tf.square(error), absolute - 0.5)
+
+    def confusion_loss(self, predictions, mask):
+        # Squared distance of each (standardised) prediction to their mean.
+        weights = tf.cast(mask, tf.float32)
+        predictions = tf.cast(predictions, tf.float32)
+        mean = tf.math.divide_no_nan(tf.reduce_sum(predictions * weights), tf.reduce_sum(weights))
+        error = tf.square(predictions - tf.stop_gradient(mean))
+        return tf.math.divide_no_nan(tf.reduce_sum(error * weights), tf.reduce_sum(weights))
 
     def predict_original_scale(self, predictions: tf.Tensor) -> tf.Tensor:
         """Maps standardised predictions back to the attribute's units."""

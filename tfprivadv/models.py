@@ -449,6 +449,8 @@ def _check_retrieval_model(model: Any) -> None:
 
 
 WEIGHTINGS = ("user", "interaction")
+#: How the user vectors fight the heads (see `PrivacyAdversarialModel`).
+OBJECTIVES = ("reversal", "confusion")
 
 
 @keras.utils.register_keras_serializable(package="tfprivadv")
@@ -489,6 +491,16 @@ class PrivacyAdversarialModel(_MeanLossModel):
         adversary_weight: lambda: one float for all heads, or a dict keyed by head
             name.
         adversary_weighting: "user" or "interaction" (see above).
+        adversary_objective: "reversal" (the paper's: the vectors maximise each
+            head's loss through the gradient reversal layer) or "confusion" (the
+            vectors minimise `head.confusion_loss`: every user's prediction is
+            pulled to the batch's mean prediction, with the head held fixed;
+            the heads still minimise their loss). Maximising the loss follows the
+            labels: when a head lags, the reversed gradient pushes users apart
+            by attribute and can write the attribute into the vectors (the
+            paper's size-50 runs leaked more at lambda >= 1). The confusion
+            gradient never reads a label, and it vanishes once the head says the
+            same for everyone, so it stays bounded at any lambda.
         **kwargs: Standard `Model` arguments (`name`).
 
     Example:
@@ -506,6 +518,7 @@ class PrivacyAdversarialModel(_MeanLossModel):
         *,
         adversary_weight: float | Mapping[str, float] = 1.0,
         adversary_weighting: str = "user",
+        adversary_objective: str = "reversal",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -524,6 +537,9 @@ class PrivacyAdversarialModel(_MeanLossModel):
         self.retrieval_model = retrieval_model
         self.adversary_weighting = check_choice(
             "adversary_weighting", adversary_weighting, WEIGHTINGS
+        )
+        self.adversary_objective = check_choice(
+            "adversary_objective", adversary_objective, OBJECTIVES
         )
         self.heads = {name: heads_lib.get(head) for name, head in heads.items()}
         self._adversary_weight = self._weights_by_head(adversary_weight)
@@ -629,11 +645,24 @@ class PrivacyAdversarialModel(_MeanLossModel):
         total = rec_loss
         for name, head in self.heads.items():
             labels = adversary[name]
-            predictions = head(self.reversals[name](users), training=training)
-            head_loss = head.masked_loss(labels, predictions)
-            total = total + head_loss
-            self.head_loss_trackers[name].update_state(head_loss)
             mask = tf.cast(head.is_valid(labels), tf.float32)
+            if self.adversary_objective == "reversal":
+                predictions = head(self.reversals[name](users), training=training)
+                head_loss = head.masked_loss(labels, predictions)
+                total = total + head_loss
+            else:
+                predictions = head(tf.stop_gradient(users), training=training)
+                head_loss = head.masked_loss(labels, predictions)
+                # The vectors minimise the head's confusion loss with the head held
+                # fixed: the same head on detached vectors cancels its gradient
+                # with respect to the head's weights exactly (same values, same
+                # weights), so only the vectors move. The reversal layer's scale
+                # is lambda (scheduled as usual).
+                scale = tf.stop_gradient(self.reversals[name].scale)
+                attached = head.confusion_loss(head(users, training=False), mask)
+                detached = head.confusion_loss(head(tf.stop_gradient(users), training=False), mask)
+                total = total + head_loss + scale * (attached - detached)
+            self.head_loss_trackers[name].update_state(head_loss)
             head.update_metrics(self.head_metrics[name], labels, predictions, mask)
         self.rec_loss_tracker.update_state(rec_loss)
         return total
@@ -647,6 +676,7 @@ class PrivacyAdversarialModel(_MeanLossModel):
             },
             "adversary_weight": self.adversary_weight,
             "adversary_weighting": self.adversary_weighting,
+            "adversary_objective": self.adversary_objective,
         }
 
     @classmethod
