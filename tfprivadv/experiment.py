@@ -20,10 +20,20 @@ import pandas as pd
 
 from tfprivadv._validation import check_choice, check_float, check_int
 
+#: Learning-rate decays: "none" (constant) or "cosine" (to 5% of the rate at the end).
+LR_DECAYS = ("none", "cosine")
+
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run (written to the run folder as config.json)."""
+    """Everything that defines a run (written to the run folder as config.json).
+
+    `validation=True` carves one random training interaction per user out as a
+    validation split, trains on the rest and keeps the epoch with the best
+    validation HR@k among the second half of training (where the adversary
+    weight has reached ~99% of lambda under the Ganin schedule); the test holdout
+    is only used for the reported figures.
+    """
 
     dataset: str = "100k"
     data_path: str | None = None
@@ -32,16 +42,21 @@ class RunConfig:
     attributes: tuple[str, ...] = ("gender", "age_group")
     head_hidden_units: tuple[int, ...] = (64,)
     schedule: str = "ganin"
+    adversary_objective: str = "reversal"
     epochs: int = 20
     batch_size: int = 8192
     learning_rate: float = 0.01
+    lr_decay: str = "none"
     num_negatives: int = 1
     adversary_batch_size: int | None = None
     l2: float = 0.0
     split: str = "last"
     seed: int = 0
     k: int = 10
-    probe_attackers: tuple[str, ...] = ("logistic",)
+    validation: bool = False
+    probe_attackers: tuple[str, ...] | str = ("logistic",)
+    recommendation_attackers: tuple[str, ...] | str | None = None
+    audit_recommendations: bool = True
     n_bootstrap: int = 100
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +67,7 @@ class RunConfig:
         check_int("epochs", self.epochs, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_float("learning_rate", self.learning_rate, minimum=0.0, exclusive_minimum=True)
+        check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         check_int("num_negatives", self.num_negatives, minimum=1)
         check_float("l2", self.l2, minimum=0.0)
         check_choice("split", self.split, ("last", "random", "holdout"))
@@ -102,10 +118,17 @@ def build_model(config: RunConfig, train: pd.DataFrame, users: pd.DataFrame, enc
             head = heads_lib.ContinuousHead(hidden_units=config.head_hidden_units)
             head.adapt(encoded.values[name])
             heads[name] = head
-    return PrivacyAdversarialModel(recommender, heads, adversary_weight=config.adversary_weight)
+    return PrivacyAdversarialModel(
+        recommender,
+        heads,
+        adversary_weight=config.adversary_weight,
+        adversary_objective=config.adversary_objective,
+    )
 
 
-def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: RunConfig, data=None, train=None, test=None, *, progress: bool = False
+) -> dict[str, Any]:
     """Trains one model and audits it (utility, leakage, parity).
 
     Returns:
@@ -115,8 +138,9 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
     """
     from tfprivadv._keras import tf
     from tfprivadv.audit import audit
-    from tfprivadv.callbacks import AdversaryWeightScheduler
+    from tfprivadv.callbacks import AdversaryWeightScheduler, RankingValidation
     from tfprivadv.data import encode_attributes, training_dataset
+    from tfprivadv.datasets import leave_one_out
     from tfprivadv.evaluation import popularity_baseline
 
     config.validate()
@@ -126,8 +150,12 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
     attributes = list(config.attributes)
     encoded = encode_attributes(data.users, attributes)
     model = build_model(config, train, data.users, encoded)
+    fit_train, selection = train, None
+    if config.validation:
+        fit_train, valid = leave_one_out(train, strategy="random", seed=config.seed)
+        selection = RankingValidation(fit_train, valid, k=config.k, start_epoch=config.epochs // 2)
     dataset = training_dataset(
-        train,
+        fit_train,
         encoded,
         attributes=attributes,
         item_ids=model.retrieval_model.item_vocabulary,
@@ -136,13 +164,22 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
         adversary_batch_size=config.adversary_batch_size,
         seed=config.seed,
     )
+    learning_rate = config.learning_rate
+    if config.lr_decay == "cosine":
+        learning_rate = tf.keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, len(dataset) * config.epochs, alpha=0.05
+        )
     model.compile(
-        tf.keras.optimizers.Adam(config.learning_rate),
+        tf.keras.optimizers.Adam(learning_rate),
         steps_per_execution=max(1, min(16, len(dataset))),
     )
     callbacks = []
     if config.schedule != "constant":
         callbacks.append(AdversaryWeightScheduler(config.schedule))
+    if selection is not None:
+        callbacks.append(selection)
+    if progress and not config.verbose:
+        callbacks.append(_EpochBar())
     start = time.perf_counter()
     history = model.fit(dataset, epochs=config.epochs, verbose=config.verbose, callbacks=callbacks)
     fit_seconds = time.perf_counter() - start
@@ -153,12 +190,18 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
         data.users,
         attributes=attributes,
         k=config.k,
-        attackers=list(config.probe_attackers),
+        attackers=_attackers(config.probe_attackers),
+        recommendation_attackers=_attackers(config.recommendation_attackers),
+        recommendations=config.audit_recommendations,
         n_bootstrap=config.n_bootstrap,
         random_state=config.seed,
     )
     baseline = popularity_baseline(train, test, k=config.k)
-    samples = len(dataset) * config.batch_size * config.epochs
+    epochs_run = len(history.history.get("loss", [])) or config.epochs
+    samples = len(dataset) * config.batch_size * epochs_run
+    selected = {}
+    if selection is not None and selection.best is not None:
+        selected = {"best_epoch": selection.best_epoch + 1, **selection.best}
     return {
         "model": model,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
@@ -168,9 +211,44 @@ def train_and_evaluate(config: RunConfig, data=None, train=None, test=None) -> d
             f"popularity_hr@{config.k}": baseline.hr,
             "fit_seconds": fit_seconds,
             "samples_per_second": samples / fit_seconds,
+            "epochs_run": epochs_run,
+            **selected,
         },
         "leakage": report.leakage,
     }
+
+
+def _epoch_bar_class():
+    from tfprivadv._keras import keras
+
+    class EpochBar(keras.callbacks.Callback):
+        """A transient tqdm bar over epochs (for the sweep's nested progress)."""
+
+        def on_train_begin(self, logs=None):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.params.get("epochs"), desc="epochs", leave=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            shown = {k: v for k, v in (logs or {}).items() if k == "loss" or k.startswith("val_hr")}
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar
+
+
+def _EpochBar():  # noqa: N802  (built lazily: Keras must not load at import time)
+    return _epoch_bar_class()()
+
+
+def _attackers(spec: Any) -> Any:
+    # A suite name stays a string; names become a list (what `audit` takes).
+    if spec is None or isinstance(spec, str):
+        return spec
+    return list(spec)
 
 
 def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, Any]) -> Path:
@@ -201,6 +279,8 @@ def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, 
         outcome["leakage"].to_csv(staging / "leakage.csv", index=False)
         outcome["report"].per_user.to_csv(staging / "per_user.csv", index=False)
         outcome["report"].save(staging)
+        for name, frame in outcome.get("extra_frames", {}).items():
+            frame.to_csv(staging / name, index=False)
         outcome["model"].save(staging / "model.keras")
         os.replace(staging, run_dir)
     except BaseException:
