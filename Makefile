@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test lint bench paper clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/train_throughput.py
+
+# The paper's grid on ML-1M (needs the data: $TFPRIVADV_DATA_DIR or --data-path);
+# writes benchmarks/paper/README.md and its tables and plots. Resumes if interrupted.
+paper: $(VENV)/.installed
+	$(BIN)/tfprivadv sweep --dataset 1m --output benchmarks/paper
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

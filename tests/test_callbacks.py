@@ -212,7 +212,7 @@ def test_ranking_validation_logs_and_restores_the_best_epoch(ratings, users, use
     best = int(np.argmax(history["val_hr@5"]))  # first maximum wins
     assert selection.best_epoch == best
     assert selection.best["val_hr@5"] == history["val_hr@5"][best]
-    for variable, value in zip(model.trainable_variables, snapshots[best]):
+    for variable, value in zip(model.trainable_variables, snapshots[best], strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
     # The logged figure is the evaluation module's, on the restored weights.
     assert evaluate(model, fit_train, valid, k=5).hr == pytest.approx(history["val_hr@5"][best])

@@ -1,4 +1,4 @@
-"""The `tfprivadv` command: quickstart and train."""
+"""The `tfprivadv` command: quickstart, train, audit, export and sweep."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="hidden layers of each adversary head; '' for linear heads",
     )
     parser.add_argument("--schedule", choices=("ganin", "linear", "constant"), default="ganin")
+    parser.add_argument(
+        "--objective",
+        choices=("reversal", "confusion"),
+        default="reversal",
+        help="how the vectors fight the heads: maximise their loss (the paper's gradient "
+        "reversal) or pull their predictions to the mean (stable at large lambda)",
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
@@ -94,6 +101,7 @@ def _config(args: argparse.Namespace, adversary_weight, probe_attackers=("logist
         attributes=args.attributes,
         head_hidden_units=args.head_hidden_units,
         schedule=args.schedule,
+        adversary_objective=args.objective,
         epochs=defaults["epochs"] if args.epochs is None else args.epochs,
         batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
         learning_rate=(
@@ -245,6 +253,135 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from tfprivadv._keras import tf
+    from tfprivadv.experiment import RunConfig, load_split
+    from tfprivadv.export import export_for_serving, signature_summary
+
+    run_dir = Path(args.run_dir)
+    missing = [n for n in ("config.json", "model.keras") if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"RUN_DIR {run_dir} is not a run folder (written by `tfprivadv train` or "
+            f"`quickstart`): missing {missing}."
+        )
+    fields = json.loads((run_dir / "config.json").read_text())
+    config = RunConfig(**{key: value for key, value in fields.items() if key != "extra"})
+    exclude = None
+    if args.exclude_seen:
+        # The run's own training split: the items each user was trained on.
+        if args.data_path:
+            config.data_path = args.data_path
+        _, exclude, _ = load_split(config)
+    import tfprivadv.models  # noqa: F401  (registers the classes load_model needs)
+
+    model = tf.keras.models.load_model(run_dir / "model.keras", compile=False)
+    path = export_for_serving(
+        model,
+        Path(args.export_dir) / args.name,
+        version=args.version,
+        k=config.k if args.k is None else args.k,
+        exclude_seen=exclude,
+    )
+    seen = "no exclusions"
+    if exclude is not None:
+        seen = f"{len(exclude):,} training interactions excluded"
+    print(f"Wrote {path} (TF Serving model '{args.name}', version {path.name}; {seen})")
+    print(signature_summary(path))
+    return 0
+
+
+def _model_name(text: str) -> str:
+    if not text or text in (".", "..") or "/" in text or "\\" in text or text.isdigit():
+        raise argparse.ArgumentTypeError(
+            "--name must be one folder name (TF Serving's model name), not a path or a "
+            f"number. Received: {text!r}"
+        )
+    return text
+
+
+#: The sweep's training recipe per data set (tuned on the validation split).
+_SWEEP_DEFAULTS = {
+    "100k": {"epochs": 60, "batch_size": 4096, "learning_rate": 0.01, "num_negatives": 4},
+    "1m": {"epochs": 20, "batch_size": 8192, "learning_rate": 0.01, "num_negatives": 4},
+}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like '0,0.1,1'. Received: {text!r}"
+        ) from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+
+    from tfprivadv.experiment import RunConfig
+    from tfprivadv.sweep import SweepConfig, run_sweep
+
+    defaults = _SWEEP_DEFAULTS[args.dataset]
+
+    def pick(name: str):
+        value = getattr(args, name)
+        return defaults[name] if value is None else value
+
+    base = RunConfig(
+        dataset=args.dataset,
+        data_path=args.data_path,
+        attributes=args.attributes,
+        head_hidden_units=args.head_hidden_units,
+        schedule=args.schedule,
+        adversary_objective=args.objective,
+        epochs=pick("epochs"),
+        batch_size=pick("batch_size"),
+        learning_rate=pick("learning_rate"),
+        lr_decay=args.lr_decay,
+        num_negatives=pick("num_negatives"),
+        l2=args.l2,
+        split=args.split,
+        seed=args.seed,
+        validation=not args.no_validation,
+        probe_attackers=args.attackers,
+        recommendation_attackers=args.recommendation_attackers,
+        audit_recommendations=not args.no_recommendations,
+        n_bootstrap=args.bootstrap,
+        verbose=0,
+    )
+    table1 = None if args.no_table1 else (args.table1_dim, args.table1_lambda)
+    config = SweepConfig(
+        base=base,
+        dims=args.dims,
+        lambdas=args.lambdas,
+        table1_cell=table1,
+        table1_attackers=args.table1_attackers,
+    )
+    output = Path(args.output) if args.output else Path("runs") / f"sweep-{args.dataset}"
+    command = "tfprivadv " + " ".join(shlex.quote(x) for x in args.argv)
+    frame = run_sweep(config, output, progress=not args.no_progress, command=command)
+    from tfprivadv.sweep import stability, target_check
+
+    k = base.k
+    shown = ["cell", f"hr@{k}"] + [
+        c
+        for c in frame.columns
+        if c.startswith("embeddings.") and c.endswith("best_balanced_accuracy")
+    ]
+    print(frame[shown].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    stable = stability(frame, base.attributes)
+    if not stable.empty:
+        print(f"\nStable (no protected cell leaks more than lambda 0): {bool(stable['ok'].all())}")
+    target = target_check(frame, k)
+    if not target.empty:
+        print(f"Size-10 target met by: {list(target.loc[target['meets_target'], 'cell'])}")
+    print(f"\nWrote {output}/README.md, cells.csv, leakage.csv, tables.md and the plots.")
+    return 0
+
+
 def _attackers_flag(text: str) -> str | tuple[str, ...]:
     names = _names(text)
     return names[0] if len(names) == 1 else names
@@ -301,11 +438,93 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--data-path", default=None, help="override the run's data path")
     audit.set_defaults(handler=cmd_audit)
+    export = sub.add_parser(
+        "export",
+        help="export a run folder's recommender (no heads) as a TF Serving SavedModel "
+        "into EXPORT_DIR/NAME/VERSION",
+    )
+    export.add_argument("run_dir", help="a folder written by `tfprivadv train` or `quickstart`")
+    export.add_argument("--name", required=True, type=_model_name, help="TF Serving model name")
+    export.add_argument("--version", type=int, default=None, help="default: the next free one")
+    export.add_argument("--k", type=int, default=None, help="items per user (default: the run's k)")
+    export.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="never serve a user the items of their training split (baked into the export)",
+    )
+    export.add_argument("--export-dir", default="saved_models", help="default: saved_models")
+    export.add_argument("--data-path", default=None, help="override the run's data path")
+    export.set_defaults(handler=cmd_export)
+    _add_sweep_parser(sub)
     return parser
 
 
+def _add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="the paper's grid (sizes x lambda): train, audit, tables beside the paper's, "
+        "plots; resumable",
+    )
+    sweep.add_argument("--dataset", choices=("100k", "1m"), default="1m")
+    sweep.add_argument("--data-path", default=None, help="MovieLens folder or zip")
+    sweep.add_argument("--dims", type=_int_tuple, default=(10, 20, 50))
+    sweep.add_argument("--lambdas", type=_floats, default=(0.0, 0.01, 0.1, 1.0, 10.0))
+    sweep.add_argument("--attributes", type=_names, default=("gender", "age_group"))
+    sweep.add_argument("--head-hidden-units", type=_int_tuple, default=(64,))
+    sweep.add_argument("--schedule", choices=("ganin", "linear", "constant"), default="ganin")
+    sweep.add_argument(
+        "--objective",
+        choices=("reversal", "confusion"),
+        default="reversal",
+        help="adversary objective (see `tfprivadv train --help`)",
+    )
+    sweep.add_argument("--epochs", type=int, default=None)
+    sweep.add_argument("--batch-size", type=int, default=None)
+    sweep.add_argument("--learning-rate", type=float, default=None)
+    sweep.add_argument("--lr-decay", choices=("none", "cosine"), default="cosine")
+    sweep.add_argument("--num-negatives", type=int, default=None)
+    sweep.add_argument("--l2", type=float, default=0.0)
+    sweep.add_argument("--split", choices=("last", "random", "holdout"), default="last")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="evaluate the last epoch instead of selecting one on a validation split",
+    )
+    sweep.add_argument(
+        "--attackers",
+        type=_attackers_flag,
+        default=("logistic", "mlp", "hist_gradient_boosting"),
+        help="attackers on the vectors of every cell (a suite name or names)",
+    )
+    sweep.add_argument(
+        "--recommendation-attackers",
+        type=_attackers_flag,
+        default=("logistic",),
+        help="attackers on the top-k lists of every cell",
+    )
+    sweep.add_argument("--no-recommendations", action="store_true", help="skip top-k lists")
+    sweep.add_argument("--table1-dim", type=int, default=10)
+    sweep.add_argument("--table1-lambda", type=float, default=1.0)
+    sweep.add_argument(
+        "--table1-attackers",
+        type=_attackers_flag,
+        default="paper",
+        help="attackers of the Table-1 cell (default: the paper's suite)",
+    )
+    sweep.add_argument("--no-table1", action="store_true", help="skip the Table-1 attackers")
+    sweep.add_argument("--bootstrap", type=int, default=0, help="parity bootstrap resamples")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sweep.add_argument(
+        "--output", default=None, help="sweep folder (default runs/sweep-DATASET); resumes"
+    )
+    sweep.set_defaults(handler=cmd_sweep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the sweep's results document names the command that made it
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
