@@ -132,8 +132,9 @@ class RankingValidation(keras.callbacks.Callback):
         validation: One held-out interaction per user.
         k: The cut-off.
         monitor: "hr" or "ndcg" (at `k`).
-        start_epoch: Epochs (0-based) before this one are logged but never
-            selected, e.g. while the adversary weight is still warming up.
+        start_epoch: Epochs (0-based) before this one are neither evaluated nor
+            selected, e.g. while the adversary weight is still warming up; the
+            logs carry `val_*` from this epoch on.
         patience: Stop after this many epochs without improvement (None: never).
         restore_best: Restore the best epoch's weights when training ends.
 
@@ -182,6 +183,8 @@ class RankingValidation(keras.callbacks.Callback):
         self.best_epoch, self.best, self._best_weights = None, None, None
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            return  # not a candidate: spare the evaluation
         metrics = self._evaluator(self.model).metrics
         scores = {
             f"val_hr@{self.k}": metrics[f"hr@{self.k}"],
@@ -189,8 +192,6 @@ class RankingValidation(keras.callbacks.Callback):
         }
         if logs is not None:
             logs.update(scores)
-        if epoch < self.start_epoch:
-            return
         value = scores[f"val_{self.monitor}@{self.k}"]
         if self.best is None or value > self.best[f"val_{self.monitor}@{self.k}"]:
             self.best_epoch, self.best = epoch, scores
