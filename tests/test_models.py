@@ -752,3 +752,29 @@ def test_confusion_objective_fits_and_round_trips(user_ids, item_ids, users, dat
     assert clone.adversary_objective == "confusion"
     with pytest.raises(ValueError, match="`adversary_objective`"):
         _adversarial(user_ids, item_ids, users, adversary_objective="maximise")
+
+
+def test_interaction_sample_trains_heads_on_the_first_rows(user_ids, item_ids, users, dataset):
+    model = _adversarial(
+        user_ids,
+        item_ids,
+        users,
+        adversary_weight=0.5,
+        adversary_weighting="interaction",
+        adversary_sample=16,
+    )
+    _perturb(model)
+    batch = _batch(dataset)
+    first = {key: batch[key][:16] for key in ("user_id", "gender")}
+    _check_reversed_gradients(model, batch, first, {"gender": 0.5})
+    model.head_loss_trackers["gender"].reset_state()
+    model.compute_loss(batch, training=True)
+    want = float(_head_loss(model, "gender", first))
+    assert float(model.head_loss_trackers["gender"].result()) == pytest.approx(want, rel=1e-5)
+    assert model.get_config()["adversary_sample"] == 16
+    with pytest.raises(ValueError, match="`adversary_sample`"):
+        _adversarial(user_ids, item_ids, users, adversary_sample=16)
+    with pytest.raises(ValueError, match="`adversary_sample`"):
+        _adversarial(
+            user_ids, item_ids, users, adversary_weighting="interaction", adversary_sample=0
+        )

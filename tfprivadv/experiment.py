@@ -43,6 +43,8 @@ class RunConfig:
     head_hidden_units: tuple[int, ...] = (64,)
     schedule: str = "ganin"
     adversary_objective: str = "reversal"
+    adversary_weighting: str = "user"
+    adversary_sample: int | None = None
     epochs: int = 20
     batch_size: int = 8192
     learning_rate: float = 0.01
@@ -123,6 +125,8 @@ def build_model(config: RunConfig, train: pd.DataFrame, users: pd.DataFrame, enc
         heads,
         adversary_weight=config.adversary_weight,
         adversary_objective=config.adversary_objective,
+        adversary_weighting=config.adversary_weighting,
+        adversary_sample=config.adversary_sample,
     )
 
 

@@ -471,12 +471,18 @@ class PrivacyAdversarialModel(_MeanLossModel):
     the batch's `adversary` sample: users drawn uniformly from all training
     users (see `tfprivadv.data.training_dataset`), so every user weighs the same
     in the adversary loss whatever their number of interactions. That is the
-    population an attacker, and the audit, reads: one vector per user. Weighting
-    per interaction ("interaction": the heads read the batch rows) spends the
-    adversary's effort on heavy users (on ML-1M the 10% most active users own
-    ACTIVE_SHARE of the ratings) and leaves light users' vectors readable. The
-    sample also has a fixed size independent of the batch, which keeps the
-    heads' cost small and the step XLA-compilable.
+    population an attacker, and the audit, reads: one vector per user. The
+    sample has a fixed size independent of the batch, which keeps the heads'
+    cost small and the step XLA-compilable.
+
+    Weighting per interaction ("interaction": the heads read the batch rows, or
+    the first `adversary_sample` of them) spends the adversary's effort in
+    proportion to activity and moves each user's vector against the heads in
+    the same steps as their recommendation gradient. On ML-1M (size 10, 4
+    negatives, cosine decay, single seeds) it bought more HR@10 at lambda .01
+    but leaked more, was no better at lambda .1 within the test set's noise
+    (+-0.3 points), and leaked clearly more at lambda 10 (best gender balanced
+    accuracy .61 vs .53): the uniform user sample is the default.
 
     Batches must hold each head's label under the head's name (`-1`/NaN =
     unknown, masked out). Logged: `loss` (recommendation + head losses),
@@ -491,6 +497,10 @@ class PrivacyAdversarialModel(_MeanLossModel):
         adversary_weight: lambda: one float for all heads, or a dict keyed by head
             name.
         adversary_weighting: "user" or "interaction" (see above).
+        adversary_sample: With "interaction": the heads read only the first
+            `adversary_sample` rows of each batch (batches are shuffled, so a
+            uniform sample of interactions) and their cost stays fixed as the
+            batch grows. None: every row.
         adversary_objective: "reversal" (the paper's: the vectors maximise each
             head's loss through the gradient reversal layer) or "confusion" (the
             vectors minimise `head.confusion_loss`: every user's prediction is
@@ -519,6 +529,7 @@ class PrivacyAdversarialModel(_MeanLossModel):
         adversary_weight: float | Mapping[str, float] = 1.0,
         adversary_weighting: str = "user",
         adversary_objective: str = "reversal",
+        adversary_sample: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -538,6 +549,16 @@ class PrivacyAdversarialModel(_MeanLossModel):
         self.adversary_weighting = check_choice(
             "adversary_weighting", adversary_weighting, WEIGHTINGS
         )
+        if adversary_sample is not None:
+            check_int("adversary_sample", adversary_sample, minimum=1)
+            if self.adversary_weighting != "interaction":
+                raise ValueError(
+                    "`adversary_sample` applies to adversary_weighting='interaction' (the "
+                    "user sample's size is `training_dataset(adversary_batch_size=...)`). "
+                    f"Received adversary_sample={adversary_sample} with "
+                    f"adversary_weighting={self.adversary_weighting!r}"
+                )
+        self.adversary_sample = adversary_sample
         self.adversary_objective = check_choice(
             "adversary_objective", adversary_objective, OBJECTIVES
         )
@@ -641,6 +662,11 @@ class PrivacyAdversarialModel(_MeanLossModel):
             adversary = inputs["adversary"]
         else:
             adversary = inputs
+            if self.adversary_sample is not None:
+                # Batches are shuffled: the first rows are a uniform interaction sample.
+                adversary = {
+                    key: adversary[key][: self.adversary_sample] for key in ("user_id", *self.heads)
+                }
         users = self.retrieval_model.user_embeddings(adversary["user_id"])
         total = rec_loss
         for name, head in self.heads.items():
@@ -677,6 +703,7 @@ class PrivacyAdversarialModel(_MeanLossModel):
             "adversary_weight": self.adversary_weight,
             "adversary_weighting": self.adversary_weighting,
             "adversary_objective": self.adversary_objective,
+            "adversary_sample": self.adversary_sample,
         }
 
     @classmethod
