@@ -123,7 +123,7 @@ def test_sweep_cli_end_to_end_and_resume(ml100k_path, tmp_path, capsys):
     cells = pd.read_csv(output / "cells.csv")
     assert list(cells["cell"]) == ["dim8-lambda0", "dim8-lambda0.5", "dim8-lambda2"]
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["cells_trained_now"] == 1
+    assert [run["cells_trained"] for run in summary["invocations"]] == [2, 1]
 
     # Other settings in the same folder are refused (no mixed grids).
     assert cli.main(_sweep_args(ml100k_path, output, "0,0.5", epochs="3")) == 2

@@ -40,6 +40,30 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _add_adversary_flags(parser: argparse.ArgumentParser, adversary_sample: int | None) -> None:
+    parser.add_argument("--schedule", choices=("ganin", "linear", "constant"), default="ganin")
+    parser.add_argument(
+        "--objective",
+        choices=("reversal", "confusion"),
+        default="reversal",
+        help="how the vectors fight the heads: maximise their loss (the paper's gradient "
+        "reversal) or pull their predictions to the mean (stable at large lambda)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=("user", "interaction"),
+        default="user",
+        help="heads read a uniform user sample, or batch rows (see PrivacyAdversarialModel)",
+    )
+    parser.add_argument(
+        "--adversary-sample",
+        type=int,
+        default=adversary_sample,
+        help="with --weighting interaction: rows of each batch the heads read "
+        f"(default: {adversary_sample or 'all'})",
+    )
+
+
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=("100k", "1m"), default="100k")
     parser.add_argument(
@@ -55,17 +79,11 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         default=(64,),
         help="hidden layers of each adversary head; '' for linear heads",
     )
-    parser.add_argument("--schedule", choices=("ganin", "linear", "constant"), default="ganin")
-    parser.add_argument(
-        "--objective",
-        choices=("reversal", "confusion"),
-        default="reversal",
-        help="how the vectors fight the heads: maximise their loss (the paper's gradient "
-        "reversal) or pull their predictions to the mean (stable at large lambda)",
-    )
+    _add_adversary_flags(parser, adversary_sample=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--lr-decay", choices=("none", "cosine"), default="none")
     parser.add_argument("--l2", type=float, default=0.0)
     parser.add_argument("--num-negatives", type=int, default=1)
     parser.add_argument("--split", choices=("last", "random", "holdout"), default="last")
@@ -102,12 +120,15 @@ def _config(args: argparse.Namespace, adversary_weight, probe_attackers=("logist
         head_hidden_units=args.head_hidden_units,
         schedule=args.schedule,
         adversary_objective=args.objective,
+        adversary_weighting=args.weighting,
+        adversary_sample=args.adversary_sample,
         epochs=defaults["epochs"] if args.epochs is None else args.epochs,
         batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
         learning_rate=(
             defaults["learning_rate"] if args.learning_rate is None else args.learning_rate
         ),
         num_negatives=args.num_negatives,
+        lr_decay=args.lr_decay,
         l2=args.l2,
         split=args.split,
         seed=args.seed,
@@ -337,6 +358,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         head_hidden_units=args.head_hidden_units,
         schedule=args.schedule,
         adversary_objective=args.objective,
+        adversary_weighting=args.weighting,
+        adversary_sample=args.adversary_sample if args.weighting == "interaction" else None,
         epochs=pick("epochs"),
         batch_size=pick("batch_size"),
         learning_rate=pick("learning_rate"),
@@ -471,13 +494,7 @@ def _add_sweep_parser(sub) -> None:
     sweep.add_argument("--lambdas", type=_floats, default=(0.0, 0.01, 0.1, 1.0, 10.0))
     sweep.add_argument("--attributes", type=_names, default=("gender", "age_group"))
     sweep.add_argument("--head-hidden-units", type=_int_tuple, default=(64,))
-    sweep.add_argument("--schedule", choices=("ganin", "linear", "constant"), default="ganin")
-    sweep.add_argument(
-        "--objective",
-        choices=("reversal", "confusion"),
-        default="reversal",
-        help="adversary objective (see `tfprivadv train --help`)",
-    )
+    _add_adversary_flags(sweep, adversary_sample=1024)
     sweep.add_argument("--epochs", type=int, default=None)
     sweep.add_argument("--batch-size", type=int, default=None)
     sweep.add_argument("--learning-rate", type=float, default=None)

@@ -194,11 +194,23 @@ def run_sweep(
         bar.close()
     seconds = time.perf_counter() - started
     frame = collect(config, output)
+    previous = output / "summary.json"
+    invocations = (
+        json.loads(previous.read_text()).get("invocations", []) if previous.is_file() else []
+    )
+    if todo:  # a pure re-render (nothing trained) is not worth a line
+        invocations.append(
+            {
+                "seconds": seconds,
+                "cells_trained": len(todo),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": command,
+            }
+        )
     summary = {
-        "invocation_seconds": seconds,
-        "cells_trained_now": len(todo),
         "cell_seconds_total": float(frame["cell_seconds"].sum()),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "fit_seconds_total": float(frame["fit_seconds"].sum()),
+        "invocations": invocations,
     }
     write_outputs(
         config,
@@ -213,7 +225,8 @@ def run_sweep(
 
 def _describe(data, train, test) -> str:
     return (
-        f"MovieLens {data.name.upper()} ({data.source}): {len(data.ratings):,} ratings, "
+        f"MovieLens {data.name.upper()} ({Path(str(data.source)).name}): "
+        f"{len(data.ratings):,} ratings, "
         f"{len(data.users):,} users, {data.ratings['item_id'].nunique():,} items; "
         f"train {len(train):,} / test {len(test):,}"
     )
@@ -609,15 +622,25 @@ def results_markdown(
     base = config.base
     k = base.k
     lines = ["# Privacy-adversarial BPR: the paper's sweep, reproduced\n"]
-    if command:
-        lines.append(f"Produced by `{command}`.\n")
+    commands = list(
+        dict.fromkeys(
+            run["command"] for run in summary.get("invocations", []) if run.get("command")
+        )
+    ) or ([command] if command else [])
+    if commands:
+        lines.append("Produced by " + " then ".join(f"`{c}`" for c in commands) + ".\n")
     lines.append(f"Data: {data_description}.\n" if data_description else "")
     cell_minutes = summary.get("cell_seconds_total", math.nan) / 60
+    fit_minutes = summary.get("fit_seconds_total", math.nan) / 60
+    runs = "; ".join(
+        f"{run['cells_trained']} cells in {run['seconds'] / 60:.1f} min wall clock, "
+        f"finished {run['finished']}"
+        for run in summary.get("invocations", [])
+    )
     lines.append(
-        f"Time: {cell_minutes:.1f} min of training + auditing over {len(frame)} cells "
-        f"(this invocation {summary.get('invocation_seconds', math.nan) / 60:.1f} min wall "
-        f"clock, {summary.get('cells_trained_now', 0)} cells trained in it), on "
-        f"{os.cpu_count()} CPU cores; finished {summary.get('finished', '')}.\n"
+        f"Time: {cell_minutes:.1f} min for the {len(frame)} cells ({fit_minutes:.1f} min of "
+        f"it training, the rest auditing), on {os.cpu_count()} CPU cores. Invocations: "
+        f"{runs}.\n"
     )
     lines.append(
         "## Setting\n\n"
@@ -643,7 +666,8 @@ def results_markdown(
         f"{_names(base.recommendation_attackers or base.probe_attackers)}"
         + (
             f"; the Table-1 cell (size {config.table1_cell[0]}, lambda "
-            f"{_lam(config.table1_cell[1])}) also with {_names(config.table1_attackers)}.\n"
+            f"{_lam(config.table1_cell[1])}) also with "
+            f"{_names(config.table1_attackers, suite=True)}.\n"
             if config.table1_cell
             else ".\n"
         )
@@ -694,8 +718,10 @@ def results_markdown(
     return "\n".join(line for line in lines if line is not None)
 
 
-def _names(spec: Any) -> str:
-    return spec if isinstance(spec, str) else ", ".join(spec)
+def _names(spec: Any, suite: bool = False) -> str:
+    if isinstance(spec, str):
+        return f"the {spec!r} suite" if suite else spec
+    return ", ".join(spec)
 
 
 def write_outputs(
@@ -741,6 +767,7 @@ def _write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(staging, 0o644)  # mkstemp makes it private; these are results to share
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
