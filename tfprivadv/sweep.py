@@ -285,10 +285,6 @@ def _run_cell(config, output, dim, lam, data, train, test, progress) -> None:
 
 
 # --------------------------------------------------------- collecting it
-def _lambda_key(value: Any) -> float:
-    return float(value) if not isinstance(value, dict) else float(next(iter(value.values())))
-
-
 def collect(config: SweepConfig, output: str | os.PathLike) -> pd.DataFrame:
     """The `cells.csv` frame from the finished cell folders of the grid."""
     output = Path(output)
