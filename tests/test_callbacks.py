@@ -241,3 +241,34 @@ def test_ranking_validation_bad_arguments(ratings, kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         RankingValidation(ratings, ratings.drop_duplicates("user_id"), **kwargs)
+
+
+# ------------------------------------------------------------------- divergence
+def test_non_finite_loss_stops_fit_naming_lambda_and_learning_rate(
+    ratings, users, user_ids, item_ids
+):
+    from tfprivadv.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+
+    model, dataset = _setup(ratings, users, user_ids, item_ids, 100)
+    table = model.retrieval_model.user_embedding.embeddings
+    table.assign(table.numpy() * np.nan)  # every score, hence the loss, is NaN
+    with pytest.raises(NonFiniteLossError) as raised:
+        model.fit(
+            dataset,
+            epochs=2,
+            verbose=0,
+            callbacks=[StopOnNonFiniteLoss(), AdversaryWeightScheduler("ganin")],
+        )
+    message = str(raised.value)
+    assert "epoch 1, batch 1" in message
+    assert f"lambda {{'gender': {LAMBDA}}}" in message
+    assert "learning rate 0.01" in message
+    assert isinstance(raised.value, FloatingPointError)
+
+
+def test_finite_losses_pass(ratings, users, user_ids, item_ids):
+    from tfprivadv.callbacks import StopOnNonFiniteLoss
+
+    model, dataset = _setup(ratings, users, user_ids, item_ids, 100)
+    history = model.fit(dataset, epochs=1, verbose=0, callbacks=[StopOnNonFiniteLoss()])
+    assert np.isfinite(history.history["loss"][0])

@@ -208,3 +208,49 @@ class RankingValidation(keras.callbacks.Callback):
                 self.model.trainable_variables, self._best_weights, strict=True
             ):
                 variable.assign(value)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` at the first NaN/inf loss with an error that names what to change.
+
+    Keras's `TerminateOnNaN` only stops; a sweep would then audit garbage vectors.
+    This raises `NonFiniteLossError` naming the epoch, the batch, lambda (configured
+    and current, for a `PrivacyAdversarialModel`) and the learning rate, so no
+    result is written from a diverged model.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {
+            key: float(value)
+            for key, value in (logs or {}).items()
+            if key.endswith("loss") and not math.isfinite(float(value))
+        }
+        if not bad:
+            return
+        optimizer = self.model.optimizer
+        rate = optimizer.learning_rate
+        if callable(rate) and not hasattr(rate, "numpy"):
+            rate = rate(optimizer.iterations)
+        rate = float(keras.backend.get_value(rate))
+        weights = ""
+        if hasattr(self.model, "adversary_weight"):
+            weights = (
+                f" with lambda {self.model.adversary_weight} (applied now: "
+                f"{self.model.current_adversary_weight})"
+            )
+        raise NonFiniteLossError(
+            f"Training diverged: {bad} at epoch {self._epoch + 1}, batch {batch + 1}{weights} "
+            f"and learning rate {rate:.3g}. Lower the learning rate or lambda, or use "
+            "adversary_objective='confusion', which stays bounded at large lambda."
+        )

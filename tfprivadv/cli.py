@@ -544,7 +544,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the sweep's results document names the command that made it
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        FloatingPointError,  # a diverged run (NonFiniteLossError): nothing was written
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -142,7 +142,11 @@ def train_and_evaluate(
     """
     from tfprivadv._keras import tf
     from tfprivadv.audit import audit
-    from tfprivadv.callbacks import AdversaryWeightScheduler, RankingValidation
+    from tfprivadv.callbacks import (
+        AdversaryWeightScheduler,
+        RankingValidation,
+        StopOnNonFiniteLoss,
+    )
     from tfprivadv.data import encode_attributes, training_dataset
     from tfprivadv.datasets import leave_one_out
     from tfprivadv.evaluation import popularity_baseline
@@ -177,7 +181,7 @@ def train_and_evaluate(
         tf.keras.optimizers.Adam(learning_rate),
         steps_per_execution=max(1, min(16, len(dataset))),
     )
-    callbacks = []
+    callbacks = [StopOnNonFiniteLoss()]
     if config.schedule != "constant":
         callbacks.append(AdversaryWeightScheduler(config.schedule))
     if selection is not None:
