@@ -259,6 +259,28 @@ def _attackers(spec: Any) -> Any:
     return list(spec)
 
 
+def load_run(run_dir: str | os.PathLike):
+    """`(RunConfig, model)` of a run folder written by `write_run`.
+
+    Raises:
+        FileNotFoundError: `run_dir` lacks config.json or model.keras.
+    """
+    import tfprivadv.models  # noqa: F401  (registers the classes load_model needs)
+    from tfprivadv._keras import tf
+
+    run_dir = Path(run_dir)
+    missing = [n for n in ("config.json", "model.keras") if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"RUN_DIR {run_dir} is not a run folder (written by `tfprivadv train` or "
+            f"`quickstart`): missing {missing}."
+        )
+    fields = json.loads((run_dir / "config.json").read_text())
+    config = RunConfig(**{key: value for key, value in fields.items() if key != "extra"})
+    model = tf.keras.models.load_model(run_dir / "model.keras", compile=False)
+    return config, model
+
+
 def write_run(run_dir: str | os.PathLike, config: RunConfig, outcome: dict[str, Any]) -> Path:
     """Writes config.json, metrics.json, leakage.csv, per_user.csv, model.keras and the
     audit report (report.md, report.html, report.json).
