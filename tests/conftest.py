@@ -8,6 +8,7 @@ enough that a few epochs of `fit` take well under a second without XLA.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,3 +83,12 @@ def user_ids() -> np.ndarray:
 @pytest.fixture
 def item_ids() -> np.ndarray:
     return np.arange(FIRST_ITEM_ID, FIRST_ITEM_ID + NUM_ITEMS, dtype=np.int64)
+
+
+@pytest.fixture(scope="session")
+def ml100k_path() -> str:
+    """The real ML-100K folder under $TFPRIVADV_DATA_DIR; skips the test without it."""
+    root = os.environ.get("TFPRIVADV_DATA_DIR")
+    if not root or not (Path(root) / "ml-100k").is_dir():
+        pytest.skip("TFPRIVADV_DATA_DIR not set or without ml-100k/")
+    return str(Path(root) / "ml-100k")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,10 +109,7 @@ def test_bad_inputs(trained, tmp_path):
 
 
 @pytest.mark.integration
-def test_cli_audit_writes_reports_into_the_run_folder(tmp_path, capsys):
-    root = os.environ.get("TFPRIVADV_DATA_DIR")
-    if not root or not (Path(root) / "ml-100k").is_dir():
-        pytest.skip("TFPRIVADV_DATA_DIR not set or without ml-100k/")
+def test_cli_audit_writes_reports_into_the_run_folder(tmp_path, capsys, ml100k_path):
     from tfprivadv import cli
 
     run = tmp_path / "run"
@@ -123,7 +118,7 @@ def test_cli_audit_writes_reports_into_the_run_folder(tmp_path, capsys):
             [
                 "train",
                 "--data-path",
-                str(Path(root) / "ml-100k"),
+                ml100k_path,
                 "--epochs",
                 "3",
                 "--verbose",

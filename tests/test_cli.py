@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from tfprivadv import cli
-
-
-@pytest.fixture
-def ml100k_path():
-    root = os.environ.get("TFPRIVADV_DATA_DIR")
-    if not root or not (Path(root) / "ml-100k").is_dir():
-        pytest.skip("TFPRIVADV_DATA_DIR not set or without ml-100k/")
-    return str(Path(root) / "ml-100k")
 
 
 @pytest.mark.integration

@@ -337,17 +337,14 @@ def test_failure_while_writing_leaves_no_version_and_no_staging(tmp_path, traine
 
 # ============================================================ on real ML-100K
 @pytest.fixture(scope="module")
-def ml100k_run(tmp_path_factory):
+def ml100k_run(tmp_path_factory, ml100k_path):
     """A lambda = 0.03 run on ML-100K, 5 epochs, as a run folder (config.json +
     model.keras) like `tfprivadv train` writes, plus its split."""
     from tfprivadv.experiment import RunConfig, build_model, load_split
 
-    root = os.environ.get("TFPRIVADV_DATA_DIR")
-    if not root or not (Path(root) / "ml-100k").is_dir():
-        pytest.skip("TFPRIVADV_DATA_DIR not set or without ml-100k/")
     config = RunConfig(
         dataset="100k",
-        data_path=str(Path(root) / "ml-100k"),
+        data_path=ml100k_path,
         adversary_weight=0.03,
         epochs=5,
         batch_size=4096,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,14 +20,6 @@ from tfprivadv.sweep import (
     tables_markdown,
     target_check,
 )
-
-
-@pytest.fixture
-def ml100k_path():
-    root = os.environ.get("TFPRIVADV_DATA_DIR")
-    if not root or not (Path(root) / "ml-100k").is_dir():
-        pytest.skip("TFPRIVADV_DATA_DIR not set or without ml-100k/")
-    return str(Path(root) / "ml-100k")
 
 
 def _sweep_args(path, output, lambdas, epochs="2"):
