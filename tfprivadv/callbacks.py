@@ -254,3 +254,21 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"and learning rate {rate:.3g}. Lower the learning rate or lambda, or use "
             "adversary_objective='confusion', which stays bounded at large lambda."
         )
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A transient tqdm bar over epochs showing the loss and validation HR (the
+    sweep's per-cell progress, nested under its bar over cells)."""
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.params.get("epochs"), desc="epochs", leave=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = {k: v for k, v in (logs or {}).items() if k == "loss" or k.startswith("val_hr")}
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()

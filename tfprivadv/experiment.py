@@ -144,6 +144,7 @@ def train_and_evaluate(
     from tfprivadv.audit import audit
     from tfprivadv.callbacks import (
         AdversaryWeightScheduler,
+        EpochProgress,
         RankingValidation,
         StopOnNonFiniteLoss,
     )
@@ -187,7 +188,7 @@ def train_and_evaluate(
     if selection is not None:
         callbacks.append(selection)
     if progress and not config.verbose:
-        callbacks.append(_EpochBar())
+        callbacks.append(EpochProgress())
     start = time.perf_counter()
     history = model.fit(dataset, epochs=config.epochs, verbose=config.verbose, callbacks=callbacks)
     fit_seconds = time.perf_counter() - start
@@ -224,32 +225,6 @@ def train_and_evaluate(
         },
         "leakage": report.leakage,
     }
-
-
-def _epoch_bar_class():
-    from tfprivadv._keras import keras
-
-    class EpochBar(keras.callbacks.Callback):
-        """A transient tqdm bar over epochs (for the sweep's nested progress)."""
-
-        def on_train_begin(self, logs=None):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.params.get("epochs"), desc="epochs", leave=False)
-
-        def on_epoch_end(self, epoch, logs=None):
-            shown = {k: v for k, v in (logs or {}).items() if k == "loss" or k.startswith("val_hr")}
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-            self.bar.update(1)
-
-        def on_train_end(self, logs=None):
-            self.bar.close()
-
-    return EpochBar
-
-
-def _EpochBar():  # noqa: N802  (built lazily: Keras must not load at import time)
-    return _epoch_bar_class()()
 
 
 def _attackers(spec: Any) -> Any:

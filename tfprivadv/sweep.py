@@ -239,17 +239,13 @@ def _check_resumable(config: SweepConfig, output: Path) -> None:
     before = json.loads(previous.read_text())
     now = json.loads(json.dumps(config.to_dict()))
     # The grid itself may grow or shrink; everything a cell depends on may not.
-    keep = ("base", "table1_cell", "table1_attackers")
-    changed = sorted(
-        f"base.{key}" if part == "base" else part
-        for part in keep
-        for key in (
-            [k for k in now["base"] if now["base"][k] != before["base"].get(k)]
-            if part == "base"
-            else ([part] if now[part] != before.get(part) else [])
-        )
-        if not (part == "base" and key == "verbose")
-    )
+    changed = [
+        f"base.{key}"
+        for key, value in now["base"].items()
+        if key != "verbose" and value != before["base"].get(key)
+    ]
+    changed += [key for key in ("table1_cell", "table1_attackers") if now[key] != before.get(key)]
+    changed.sort()
     if changed:
         raise ValueError(
             f"`output` {output} holds a sweep with other settings ({', '.join(changed)} "
