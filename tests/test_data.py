@@ -202,6 +202,56 @@ def test_same_seed_same_batches_different_seed_differs(ratings, users):
     assert not np.array_equal(other_epoch["neg_item_id"], first_epochs[0]["neg_item_id"])
 
 
+def _split_epochs(dataset: tf.data.Dataset) -> list[dict]:
+    """A multi-epoch stream's batches, stacked per epoch."""
+    steps = dataset.steps_per_epoch
+    batches = list(dataset.as_numpy_iterator())
+    assert len(batches) % steps == 0
+    return [
+        tf.nest.map_structure(lambda *b: np.concatenate(b), *batches[i : i + steps])
+        for i in range(0, len(batches), steps)
+    ]
+
+
+def test_epoch_stream_resumes_with_the_same_batches(ratings, users):
+    def build(**kwargs):
+        return training_dataset(
+            ratings, users, attributes=["gender"], batch_size=64, seed=4, **kwargs
+        )
+
+    full = build(epochs=4)
+    assert (
+        full.steps_per_epoch
+        == math.ceil(len(ratings) / 64)
+        == data.batches_per_epoch(len(ratings), 64)
+    )
+    assert int(full.cardinality()) == 4 * full.steps_per_epoch
+    epochs = _split_epochs(full)
+    resumed = _split_epochs(build(epochs=4, initial_epoch=2))
+    assert len(epochs) == 4 and len(resumed) == 2
+    for a, b in zip(epochs[2:], resumed, strict=True):
+        _assert_epochs_equal(a, b)
+    # Each epoch of the stream is a fresh permutation with fresh negatives.
+    rows = sorted(_pairs(ratings))
+    for epoch in epochs:
+        assert sorted(_pairs(epoch)[: len(ratings)]) == rows
+    assert not np.array_equal(epochs[0]["user_id"], epochs[1]["user_id"])
+    assert not np.array_equal(epochs[0]["neg_item_id"], epochs[1]["neg_item_id"])
+    # A stream is the same on every pass (a one-epoch dataset is not).
+    _assert_epochs_equal(_split_epochs(full)[3], epochs[3])
+
+
+def test_epoch_stream_arguments(ratings):
+    with pytest.raises(ValueError, match="`initial_epoch` \\(2\\) needs `epochs`"):
+        training_dataset(ratings, initial_epoch=2)
+    with pytest.raises(ValueError, match="`epochs`"):
+        training_dataset(ratings, epochs=2, initial_epoch=2)
+    with pytest.raises(ValueError, match="`initial_epoch`"):
+        training_dataset(ratings, epochs=2, initial_epoch=-1)
+    with pytest.raises(ValueError, match="`num_interactions`"):
+        data.batches_per_epoch(0, 64)
+
+
 # ------------------------------------------------------------------- labels
 def _expected_labels(users: pd.DataFrame) -> dict[str, dict]:
     """Attribute -> {user_id: label} as encode_attributes should produce them."""

@@ -118,6 +118,8 @@ def training_dataset(
     adversary_batch_size: int | None = None,
     shuffle: bool = True,
     seed: int = 0,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Builds the training `tf.data.Dataset` for BPR with attribute labels.
 
@@ -135,6 +137,14 @@ def training_dataset(
     and the negatives redrawn on every pass, and the whole sequence of epochs is
     fixed by `seed`.
 
+    With `epochs`, the dataset is instead one stream of the epochs
+    `initial_epoch .. epochs - 1`, and each epoch's order, negatives and user
+    sample are a pure function of `(seed, epoch)`. A run resumed at epoch `e`
+    then sees exactly the batches the uninterrupted run saw, and every replica
+    of a distributed run can rebuild the same global stream. Pass
+    `steps_per_epoch=batches_per_epoch(...)` (or `dataset.steps_per_epoch`) to
+    `fit` with it; the models in this package fill it in themselves.
+
     Args:
         ratings: Interactions with `user_id` and `item_id` columns.
         users: User attributes (DataFrame with `user_id` + columns, or
@@ -149,9 +159,14 @@ def training_dataset(
             (default `min(batch_size, users, 256)`).
         shuffle: Reshuffle every epoch (False keeps file order, for debugging).
         seed: Seed of the shuffles and the negatives.
+        epochs: Stream this many epochs in total (see above); None: one epoch
+            per pass, re-randomized on every pass.
+        initial_epoch: First epoch of the stream (resuming); needs `epochs`.
 
     Returns:
-        A `tf.data.Dataset` with known cardinality (batches per epoch).
+        A `tf.data.Dataset` with known cardinality (batches per epoch, or
+        batches per epoch times the epochs streamed) and an attribute
+        `steps_per_epoch`.
 
     Example:
         >>> ds = training_dataset(train, users, attributes=["gender"], seed=0)
@@ -161,6 +176,13 @@ def training_dataset(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     num_negatives = check_int("num_negatives", num_negatives, minimum=1)
     seed = check_int("seed", seed)
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
+    if epochs is not None:
+        epochs = check_int("epochs", epochs, minimum=initial_epoch + 1)
+    elif initial_epoch:
+        raise ValueError(
+            f"`initial_epoch` ({initial_epoch}) needs `epochs` (the stream's last epoch + 1)."
+        )
     if len(ratings) == 0:
         raise ValueError("`ratings` is empty.")
     user_array = ratings["user_id"].to_numpy()
@@ -215,11 +237,14 @@ def training_dataset(
 
     padded = num_batches * batch_size
 
-    def epoch_batches(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+    def epoch_batches(epoch_seed: tf.Tensor, stateless: bool) -> tf.data.Dataset:
         # The whole epoch is drawn with a few vectorized ops and then sliced into
         # batches, so producing a batch costs a memcpy, not a dozen small ops
         # competing with the training step for the same two cores.
-        seeds = [tf.stack([epoch_seed, tf.constant(seed + i, tf.int64)]) for i in range(3)]
+        if stateless:  # epoch_seed is the epoch index; one distinct pair per draw
+            seeds = [tf.stack([tf.constant(seed, tf.int64), 3 * epoch_seed + i]) for i in range(3)]
+        else:
+            seeds = [tf.stack([epoch_seed, tf.constant(seed + i, tf.int64)]) for i in range(3)]
         order = tf.range(n, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, seed=seeds[0])
@@ -254,8 +279,23 @@ def training_dataset(
             }
         return tf.data.Dataset.from_tensor_slices(epoch)
 
-    # Dataset.random re-draws its stream on every pass: one fresh seed per epoch,
-    # reproducible from `seed`.
-    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    dataset = epoch_seeds.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
-    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    if epochs is None:
+        # Dataset.random re-draws its stream on every pass: one fresh seed per
+        # epoch, reproducible from `seed`.
+        epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        dataset = epoch_seeds.flat_map(lambda e: epoch_batches(e, stateless=False))
+        cardinality = num_batches
+    else:
+        epoch_index = tf.data.Dataset.range(initial_epoch, epochs)
+        dataset = epoch_index.flat_map(lambda e: epoch_batches(e, stateless=True))
+        cardinality = num_batches * (epochs - initial_epoch)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
+    dataset.steps_per_epoch = num_batches
+    return dataset
+
+
+def batches_per_epoch(num_interactions: int, batch_size: int) -> int:
+    """Batches in one epoch of `training_dataset`: `ceil(num_interactions / batch_size)`."""
+    num_interactions = check_int("num_interactions", num_interactions, minimum=1)
+    return -(-num_interactions // check_int("batch_size", batch_size, minimum=1))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tfprivadv import distribute
 from tfprivadv import heads as heads_lib
 from tfprivadv._keras import keras, tf, tfrs
 from tfprivadv._validation import _received, check_choice, check_float, check_int
@@ -36,6 +37,9 @@ class BPRTask(tfrs.tasks.Retrieval):
 
     def __init__(self, loss: keras.losses.Loss | None = None, **kwargs: Any) -> None:
         super().__init__(loss=loss if loss is not None else BPRLoss(), **kwargs)
+        # Keras refuses a mean-reduced loss under a strategy unless the training
+        # loop scales it per replica, as `_MeanLossModel.train_step` does.
+        self._loss._allow_sum_over_batch_size = True
 
     def call(
         self,
@@ -92,10 +96,12 @@ class _MeanLossModel(tfrs.Model):
         """`Model.compile`, with XLA on by default when every op supports it.
 
         A BPR step is dozens of tiny ops; compiled, it runs about twice as fast on
-        CPU. Pass `jit_compile=False` to debug eagerly-traced code.
+        CPU. Pass `jit_compile=False` to debug eagerly-traced code. Under a
+        strategy with several replicas the default is off: XLA's per-replica
+        function cannot reach the other replicas' variables on CPU devices.
         """
         if jit_compile is None:
-            jit_compile = self.supports_jit
+            jit_compile = self.supports_jit and self.distribute_strategy.num_replicas_in_sync == 1
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     @property
@@ -103,12 +109,24 @@ class _MeanLossModel(tfrs.Model):
         """Whether a training step compiles with XLA."""
         return False
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`Model.fit`; a `training_dataset` also works under a multi-replica
+        strategy and as a multi-epoch stream (see `tfprivadv.distribute`)."""
+        if not args:
+            x, kwargs = distribute.prepare_fit_input(x, self.distribute_strategy, kwargs)
+        return super().fit(x, y, *args, **kwargs)
+
     def train_step(self, inputs):
         # A LossScaleOptimizer (mixed precision) needs the loss scaled on the tape.
         scaled = hasattr(self.optimizer, "get_scaled_loss")
+        # Replicas' gradients are summed; each replica's loss is the mean over its
+        # equal share of the global batch, so dividing by the replica count makes
+        # the sum the gradient of the global mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self._step(inputs, training=True)
-            target = self.optimizer.get_scaled_loss(loss) if scaled else loss
+            target = loss / replicas if replicas > 1 else loss
+            target = self.optimizer.get_scaled_loss(target) if scaled else target
         variables = self.trainable_variables
         gradients = tape.gradient(target, variables)
         if scaled:
@@ -242,7 +260,10 @@ class BPRRetrievalModel(_MeanLossModel):
         for table in (self.user_embedding, self.item_embedding, self.item_bias):
             table.build((None,))
         for table in (self.user_embedding, self.item_embedding):
-            table.embeddings[0].assign(tf.zeros([self.embedding_dim], table.embeddings.dtype))
+            # A whole-table assign (not `embeddings[0].assign`) also works on the
+            # mirrored and sharded variables of a distribution strategy.
+            zeros = tf.zeros([1, self.embedding_dim], table.embeddings.dtype)
+            table.embeddings.assign(tf.tensor_scatter_nd_update(table.embeddings, [[0]], zeros))
         self.task = BPRTask(remove_accidental_hits=self.negatives == "in_batch")
         self.built = True  # every variable exists already
 
