@@ -272,3 +272,105 @@ def test_finite_losses_pass(ratings, users, user_ids, item_ids):
     model, dataset = _setup(ratings, users, user_ids, item_ids, 100)
     history = model.fit(dataset, epochs=1, verbose=0, callbacks=[StopOnNonFiniteLoss()])
     assert np.isfinite(history.history["loss"][0])
+
+
+# ------------------------------------------------------------------- checkpoints
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter(keras.callbacks.Callback):
+    """Raises at the end of an epoch, after the checkpoint was written: a crash."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Killed
+
+
+def _checkpointed_fit(ratings, users, user_ids, item_ids, directory, kill_after=None):
+    from tfprivadv.callbacks import RankingValidation, TrainingCheckpoint
+    from tfprivadv.datasets import leave_one_out
+
+    keras.utils.set_random_seed(0)
+    fit_train, valid = leave_one_out(ratings, strategy="random", seed=0)
+    bpr = BPRRetrievalModel(user_ids, item_ids, embedding_dim=4, seed=0)
+    model = PrivacyAdversarialModel(
+        bpr, heads={"gender": CategoricalHead(2, hidden_units=(4,))}, adversary_weight=LAMBDA
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile=False)
+    selection = RankingValidation(fit_train, valid, k=5, start_epoch=1)
+    stateful = [AdversaryWeightScheduler("ganin"), selection]
+    checkpoint = TrainingCheckpoint(directory, fingerprint={"run": 1}, callbacks=stateful)
+    start = checkpoint.restore(model)
+    dataset = data.training_dataset(
+        fit_train,
+        users,
+        attributes=["gender"],
+        item_ids=item_ids,
+        batch_size=100,
+        seed=2,
+        epochs=6,
+        initial_epoch=start,
+    )
+    extra = [] if kill_after is None else [_KillAfter(kill_after)]
+    model.fit(
+        dataset,
+        epochs=6,
+        initial_epoch=start,
+        verbose=0,
+        callbacks=[*stateful, checkpoint, *extra],
+    )
+    return model, selection, checkpoint, start
+
+
+def test_checkpoint_resume_equals_uninterrupted_fit(ratings, users, user_ids, item_ids, tmp_path):
+    model, selection, checkpoint, start = _checkpointed_fit(
+        ratings, users, user_ids, item_ids, tmp_path / "a"
+    )
+    assert start == 0
+    with pytest.raises(_Killed):
+        _checkpointed_fit(ratings, users, user_ids, item_ids, tmp_path / "b", kill_after=3)
+    # Only the last finished epoch is on disk.
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "epoch-0004-callbacks.npz",
+        "epoch-0004.data-00000-of-00001",
+        "epoch-0004.index",
+        "state.json",
+    ]
+    keras.backend.clear_session()
+    resumed, resumed_selection, resumed_checkpoint, start = _checkpointed_fit(
+        ratings, users, user_ids, item_ids, tmp_path / "b"
+    )
+    assert start == 4
+    assert resumed_checkpoint.history.keys() == checkpoint.history.keys()
+    for key, values in checkpoint.history.items():
+        np.testing.assert_allclose(resumed_checkpoint.history[key], values, rtol=1e-6, err_msg=key)
+    assert len(checkpoint.history["loss"]) == 6
+    # The selection carried its best epoch and weights across the crash.
+    assert resumed_selection.best_epoch == selection.best_epoch
+    assert resumed.current_adversary_weight == pytest.approx(model.current_adversary_weight)
+    for got, want in zip(resumed.trainable_variables, model.trainable_variables, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6, err_msg=want.name)
+    assert int(resumed.optimizer.iterations) == int(model.optimizer.iterations)
+
+
+def test_checkpoint_of_another_run_is_refused(ratings, users, user_ids, item_ids, tmp_path):
+    from tfprivadv.callbacks import TrainingCheckpoint
+
+    with pytest.raises(_Killed):
+        _checkpointed_fit(ratings, users, user_ids, item_ids, tmp_path, kill_after=0)
+    model, _ = _setup(ratings, users, user_ids, item_ids, 100)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        TrainingCheckpoint(tmp_path, fingerprint={"run": 2}).restore(model)
+    uncompiled = PrivacyAdversarialModel(
+        BPRRetrievalModel(user_ids, item_ids, embedding_dim=4, seed=0),
+        heads={"gender": CategoricalHead(2, hidden_units=(4,))},
+    )
+    with pytest.raises(ValueError, match="compiled"):
+        TrainingCheckpoint(tmp_path, fingerprint={"run": 1}).restore(uncompiled)
+    TrainingCheckpoint(tmp_path).delete()
+    assert not tmp_path.exists()

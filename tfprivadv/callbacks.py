@@ -1,12 +1,20 @@
-"""Callbacks for `fit`: adversary weight schedules and validation-based model selection."""
+"""Callbacks for `fit`: adversary weight schedules, validation-based model selection,
+divergence guard and checkpoints to resume an interrupted fit."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from tfprivadv._keras import keras
+import numpy as np
+
+from tfprivadv._keras import keras, tf
 from tfprivadv._validation import _received, check_choice, check_float, check_int
 
 
@@ -98,13 +106,19 @@ class AdversaryWeightScheduler(keras.callbacks.Callback):
                 f"Received: {_received(self.model)}"
             )
         steps, epochs = self.params.get("steps"), self.params.get("epochs")
-        self._start = int(self.model.optimizer.iterations.numpy())
+        self._start = None
         self._total = steps * epochs if steps and epochs else None
         self._apply(0.0)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._total is None:
             self._apply(epoch / max(self.params.get("epochs") or 1, 1))
+        elif self._start is None:
+            # Steps are counted from the start of epoch 0, so a fit resumed at
+            # `initial_epoch` continues the schedule where it stopped.
+            steps = self.params["steps"]
+            self._start = int(self.model.optimizer.iterations.numpy()) - epoch * steps
+            self._apply((epoch * steps) / self._total)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._total is not None:
@@ -168,6 +182,7 @@ class RankingValidation(keras.callbacks.Callback):
         self.patience = None if patience is None else check_int("patience", patience, minimum=1)
         self.restore_best = bool(restore_best)
         self._evaluator = None
+        self._resumed = False
         self.best_epoch: int | None = None
         self.best: dict[str, float] | None = None
         self._best_weights = None
@@ -180,7 +195,20 @@ class RankingValidation(keras.callbacks.Callback):
             self._evaluator = RankingEvaluator(
                 recommender.item_vocabulary, self.train, self.validation, k=self.k
             )
-        self.best_epoch, self.best, self._best_weights = None, None, None
+        if not self._resumed:
+            self.best_epoch, self.best, self._best_weights = None, None, None
+        self._resumed = False
+
+    def get_state(self) -> tuple[dict[str, Any], list[Any]]:
+        """`(json-able state, best weights)`: what a resumed fit needs (see
+        `TrainingCheckpoint`)."""
+        return {"best_epoch": self.best_epoch, "best": self.best}, self._best_weights or []
+
+    def set_state(self, state: dict[str, Any], weights: list[Any]) -> None:
+        """Restores `get_state()`; the next `fit` continues the selection."""
+        self.best_epoch, self.best = state["best_epoch"], state["best"]
+        self._best_weights = list(weights) or None
+        self._resumed = True
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_epoch:
@@ -272,3 +300,126 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.bar.close()
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Saves after every epoch what a killed `fit` needs to continue; `restore`
+    reads it back before the next `fit`.
+
+    Saved: every model variable (towers, heads, the reversal layers' current
+    lambda), the optimizer (step counter, moments; a learning-rate schedule
+    follows the step counter), the history so far, the training seconds, and
+    the state of the callbacks passed in that have `get_state`/`set_state`
+    (e.g. `RankingValidation`'s best epoch and weights). With a dataset whose
+    epochs are a function of `(seed, epoch)` (`training_dataset(..., epochs=E,
+    initial_epoch=e)`), the resumed run reproduces the uninterrupted one.
+
+    Each epoch is written under a new name, then `state.json` is atomically
+    replaced to point to it, then older epochs are deleted: a kill at any point
+    leaves the previous complete epoch readable. At most one epoch is lost.
+
+    Args:
+        directory: Where to keep the checkpoint (created on the first save).
+        fingerprint: Any JSON-able description of the run (e.g. its config);
+            `restore` refuses a checkpoint written with another one.
+        callbacks: Callbacks whose state is saved and restored with the model.
+
+    Example:
+        >>> ckpt = TrainingCheckpoint("ckpt/", fingerprint=config_dict)
+        >>> start = ckpt.restore(model)       # 0 on a fresh start
+        >>> ds = training_dataset(..., epochs=20, initial_epoch=start, seed=0)
+        >>> model.fit(ds, epochs=20, initial_epoch=start, callbacks=[ckpt])
+    """
+
+    STATE = "state.json"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        fingerprint: Any = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.stateful = [c for c in callbacks if hasattr(c, "get_state")]
+        self.history: dict[str, list[float]] = {}
+        self.seconds = 0.0
+        self.initial_epoch = 0
+        self._epoch_start = 0.0
+
+    @staticmethod
+    def _objects(model: keras.Model) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the last saved epoch into `model` (compiled) and the callbacks.
+
+        Returns:
+            The number of epochs already done (0 without a checkpoint): the
+            `initial_epoch` of the resumed `fit`.
+
+        Raises:
+            ValueError: the checkpoint was written for another fingerprint.
+        """
+        path = self.directory / self.STATE
+        if not path.is_file():
+            return 0
+        state = json.loads(path.read_text())
+        if state["fingerprint"] != self.fingerprint:
+            raise ValueError(
+                f"The checkpoint in {self.directory} belongs to another run "
+                f"(written for {state['fingerprint']}, this run is {self.fingerprint}); "
+                "delete it (or pass --restart) to start over."
+            )
+        if model.optimizer is None:
+            raise ValueError("`model` must be compiled before `restore` (the optimizer).")
+        # Slot variables must exist for the restore to fill them.
+        model.optimizer.build(model.trainable_variables)
+        prefix = str(self.directory / state["checkpoint"])
+        self._objects(model).read(prefix).assert_existing_objects_matched()
+        with np.load(self.directory / state["callback_weights"]) as arrays:
+            for index, callback in enumerate(self.stateful):
+                weights = [arrays[f"{index}_{j}"] for j in range(state["callbacks"][index][1])]
+                callback.set_state(state["callbacks"][index][0], weights)
+        self.history = state["history"]
+        self.seconds = state["seconds"]
+        self.initial_epoch = state["epochs_done"]
+        return self.initial_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._epoch_start
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}"
+        self._objects(self.model).write(str(self.directory / name))
+        arrays, callbacks = {}, []
+        for index, callback in enumerate(self.stateful):
+            state, weights = callback.get_state()
+            arrays.update({f"{index}_{j}": np.asarray(w) for j, w in enumerate(weights)})
+            callbacks.append([state, len(weights)])
+        np.savez(self.directory / f"{name}-callbacks.npz", **arrays)
+        state = {
+            "fingerprint": self.fingerprint,
+            "epochs_done": epoch + 1,
+            "checkpoint": name,
+            "callback_weights": f"{name}-callbacks.npz",
+            "callbacks": callbacks,
+            "history": self.history,
+            "seconds": self.seconds,
+        }
+        staging = self.directory / f".{self.STATE}.tmp"
+        staging.write_text(json.dumps(state, default=float))
+        os.replace(staging, self.directory / self.STATE)
+        for old in self.directory.glob("epoch-*"):
+            if not old.name.startswith(name):
+                old.unlink()
+
+    def delete(self) -> None:
+        """Removes the checkpoint (call it once the run's results are written)."""
+        shutil.rmtree(self.directory, ignore_errors=True)

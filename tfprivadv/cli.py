@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -189,17 +191,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else _default_output("train")
     if output.exists():
         raise SystemExit(f"error: --output {output} exists; choose another folder.")
+    checkpoint = checkpoint_dir(output)
+    if args.restart and checkpoint.exists():
+        shutil.rmtree(checkpoint)
+    elif (checkpoint / "state.json").is_file():
+        epochs = json.loads((checkpoint / "state.json").read_text())["epochs_done"]
+        print(f"Resuming after epoch {epochs} from {checkpoint} (--restart starts over).")
     data, train, test = load_split(config)
     print(_describe(data, train, test))
-    outcome = train_and_evaluate(config, data, train, test)
+    outcome = train_and_evaluate(config, data, train, test, checkpoint_dir=checkpoint)
     print(_summary([(f"BPR, lambda={config.adversary_weight}", outcome["metrics"])], config.k))
     print(f"popularity HR@{config.k}: {outcome['metrics'][f'popularity_hr@{config.k}']:.4f}")
     print("\nAudit (5-fold CV attackers on the user vectors and top-k lists, held-out users):")
     print(leakage_table(outcome["leakage"]))
     print(outcome["report"].summary())
     write_run(output, config, outcome)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     print(f"\nRun folder: {output}")
     return 0
+
+
+def checkpoint_dir(output: Path) -> Path:
+    """Where `train` keeps its per-epoch checkpoint until `output` is written: a
+    hidden sibling, so a killed run leaves no half-written run folder."""
+    return output.parent / f".{output.name}.checkpoint"
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -404,7 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="lambda: a float, or per attribute 'gender=1,age_group=0.5'",
     )
-    train.add_argument("--output", default=None, help="run folder (default runs/train-TIME)")
+    train.add_argument(
+        "--output",
+        default=None,
+        help="run folder (default runs/train-TIME); rerun with the same --output to "
+        "resume a killed run from its last finished epoch",
+    )
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the checkpoint of a killed run with this --output and start over",
+    )
     train.set_defaults(handler=cmd_train)
     audit = sub.add_parser(
         "audit",

@@ -131,9 +131,21 @@ def build_model(config: RunConfig, train: pd.DataFrame, users: pd.DataFrame, enc
 
 
 def train_and_evaluate(
-    config: RunConfig, data=None, train=None, test=None, *, progress: bool = False
+    config: RunConfig,
+    data=None,
+    train=None,
+    test=None,
+    *,
+    progress: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Trains one model and audits it (utility, leakage, parity).
+
+    Every epoch's batches are a function of `(config.seed, epoch)`. With
+    `checkpoint_dir`, the training state is saved there after every epoch and
+    a run started again with the same config continues from the last saved
+    epoch, reaching the same model as an uninterrupted run (delete the folder
+    once the results are written; `tfprivadv train` and `sweep` do).
 
     Returns:
         A dict with the model, the fit history, `metrics` (HR@k, NDCG@k,
@@ -147,8 +159,9 @@ def train_and_evaluate(
         EpochProgress,
         RankingValidation,
         StopOnNonFiniteLoss,
+        TrainingCheckpoint,
     )
-    from tfprivadv.data import encode_attributes, training_dataset
+    from tfprivadv.data import batches_per_epoch, encode_attributes, training_dataset
     from tfprivadv.datasets import leave_one_out
     from tfprivadv.evaluation import popularity_baseline
 
@@ -163,24 +176,15 @@ def train_and_evaluate(
     if config.validation:
         fit_train, valid = leave_one_out(train, strategy="random", seed=config.seed)
         selection = RankingValidation(fit_train, valid, k=config.k, start_epoch=config.epochs // 2)
-    dataset = training_dataset(
-        fit_train,
-        encoded,
-        attributes=attributes,
-        item_ids=model.retrieval_model.item_vocabulary,
-        batch_size=config.batch_size,
-        num_negatives=config.num_negatives,
-        adversary_batch_size=config.adversary_batch_size,
-        seed=config.seed,
-    )
+    steps = batches_per_epoch(len(fit_train), config.batch_size)
     learning_rate = config.learning_rate
     if config.lr_decay == "cosine":
         learning_rate = tf.keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, len(dataset) * config.epochs, alpha=0.05
+            config.learning_rate, steps * config.epochs, alpha=0.05
         )
     model.compile(
         tf.keras.optimizers.Adam(learning_rate),
-        steps_per_execution=max(1, min(16, len(dataset))),
+        steps_per_execution=max(1, min(16, steps)),
     )
     callbacks = [StopOnNonFiniteLoss()]
     if config.schedule != "constant":
@@ -189,9 +193,45 @@ def train_and_evaluate(
         callbacks.append(selection)
     if progress and not config.verbose:
         callbacks.append(EpochProgress())
+    checkpoint, initial_epoch, resumed_seconds = None, 0, 0.0
+    if checkpoint_dir is not None:
+        fingerprint = {k: v for k, v in asdict(config).items() if k != "verbose"}
+        checkpoint = TrainingCheckpoint(
+            checkpoint_dir, fingerprint=fingerprint, callbacks=callbacks
+        )
+        initial_epoch = checkpoint.restore(model)
+        resumed_seconds = checkpoint.seconds  # the killed process(es)' epochs
+        callbacks.append(checkpoint)  # last: it saves what the others logged
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, verbose=config.verbose, callbacks=callbacks)
-    fit_seconds = time.perf_counter() - start
+    history: dict[str, list[float]] = {}
+    if initial_epoch < config.epochs:
+        dataset = training_dataset(
+            fit_train,
+            encoded,
+            attributes=attributes,
+            item_ids=model.retrieval_model.item_vocabulary,
+            batch_size=config.batch_size,
+            num_negatives=config.num_negatives,
+            adversary_batch_size=config.adversary_batch_size,
+            seed=config.seed,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+        )
+        fitted = model.fit(
+            dataset,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            verbose=config.verbose,
+            callbacks=callbacks,
+        )
+        history = fitted.history
+    elif selection is not None:  # killed after the last epoch: finish the selection
+        selection.set_model(model)
+        selection.on_train_end()
+    # Fit time over all processes: the restored epochs' plus this one's.
+    fit_seconds = resumed_seconds + time.perf_counter() - start
+    if checkpoint is not None:
+        history = checkpoint.history
     report = audit(
         model,
         train,
@@ -206,14 +246,14 @@ def train_and_evaluate(
         random_state=config.seed,
     )
     baseline = popularity_baseline(train, test, k=config.k)
-    epochs_run = len(history.history.get("loss", [])) or config.epochs
-    samples = len(dataset) * config.batch_size * epochs_run
+    epochs_run = len(history.get("loss", [])) or config.epochs
+    samples = steps * config.batch_size * epochs_run
     selected = {}
     if selection is not None and selection.best is not None:
         selected = {"best_epoch": selection.best_epoch + 1, **selection.best}
     return {
         "model": model,
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "history": {k: [float(x) for x in v] for k, v in history.items()},
         "report": report,
         "metrics": {
             **report.utility,
@@ -221,6 +261,8 @@ def train_and_evaluate(
             "fit_seconds": fit_seconds,
             "samples_per_second": samples / fit_seconds,
             "epochs_run": epochs_run,
+            "resumed_at_epoch": initial_epoch,
+            "resumed_seconds": resumed_seconds,
             **selected,
         },
         "leakage": report.leakage,

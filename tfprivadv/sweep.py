@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -183,6 +184,11 @@ def run_sweep(
     todo = [cell for cell in config.cells() if not _finished(output, *cell)]
     if log and len(todo) < len(config.cells()):
         log(f"Resuming: {len(config.cells()) - len(todo)} finished cells are read back.")
+    for dim, lam in todo:
+        state = output / "checkpoints" / cell_name(dim, lam) / "state.json"
+        if log and state.is_file():
+            epochs = json.loads(state.read_text())["epochs_done"]
+            log(f"Resuming: cell {cell_name(dim, lam)} continues after epoch {epochs}.")
     bar = tqdm(total=len(config.cells()), desc="cells", unit="cell", disable=not progress)
     bar.update(len(config.cells()) - len(todo))
     try:
@@ -192,6 +198,8 @@ def run_sweep(
             bar.update(1)
     finally:
         bar.close()
+    if (output / "checkpoints").is_dir() and not any((output / "checkpoints").iterdir()):
+        (output / "checkpoints").rmdir()
     seconds = time.perf_counter() - started
     frame = collect(config, output)
     previous = output / "summary.json"
@@ -263,7 +271,11 @@ def _run_cell(config, output, dim, lam, data, train, test, progress) -> None:
 
     cell = config.cell_config(dim, lam)
     start = time.perf_counter()
-    outcome = train_and_evaluate(cell, data, train, test, progress=progress)
+    # A cell killed mid-training continues from its last finished epoch.
+    checkpoint = output / "checkpoints" / cell_name(dim, lam)
+    outcome = train_and_evaluate(
+        cell, data, train, test, progress=progress, checkpoint_dir=checkpoint
+    )
     if config.table1_cell == (dim, lam):
         model = outcome["model"].retrieval_model
         audited = data.users[data.users["user_id"].isin(train["user_id"])]
@@ -276,8 +288,10 @@ def _run_cell(config, output, dim, lam, data, train, test, progress) -> None:
         )
         table1.insert(0, "source", table1.pop("source"))
         outcome["extra_frames"] = {"table1.csv": table1}
-    outcome["metrics"]["cell_seconds"] = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    outcome["metrics"]["cell_seconds"] = elapsed + outcome["metrics"]["resumed_seconds"]
     write_run(output / "cells" / cell_name(dim, lam), cell, outcome)
+    shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 # --------------------------------------------------------- collecting it
