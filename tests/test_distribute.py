@@ -105,6 +105,21 @@ def test_multiworker_two_processes_matches_single_device(single_device, ml100k_p
     _assert_same_training(_train_multiworker(ml100k_path, tmp_path / "out.npz"), single_device)
 
 
+def test_multi_worker_example_runs(ml100k_path):
+    example = Path(__file__).parents[1] / "examples" / "multi_worker.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "1"],
+        env=_env(TFPRIVADV_DATA_DIR=str(Path(ml100k_path).parent)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas, 1 epochs: loss" in result.stdout
+    hr = float(result.stdout.split("HR@10 ")[1])
+    assert 0.0 < hr < 1.0
+
+
 def _global_batches(batch_size: int = 8, adversary: int = 4, **kwargs) -> tf.data.Dataset:
     import pandas as pd
 

@@ -24,6 +24,7 @@ if "tensorflow" in sys.modules:
 _EXPORTS = {
     "AdversaryWeightScheduler": "callbacks",
     "GaninSchedule": "callbacks",
+    "TrainingCheckpoint": "callbacks",
     "AttributeHead": "heads",
     "CategoricalHead": "heads",
     "ContinuousHead": "heads",
