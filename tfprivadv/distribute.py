@@ -10,6 +10,14 @@ strategy with more than one replica: every worker builds the same global stream
 `r*b/R .. (r+1)*b/R` of the interactions and of the user sample, so the replicas
 together see exactly the global batch a single device would see, and a loss that
 each replica averages over its rows and divides by `R` sums to the global mean.
+
+Under `ParameterServerStrategy` there are no replicas in sync: the coordinator
+hands whole global batches to whichever worker is free, and each worker reads its
+own input pipeline, built on the worker by a dataset function. The models here
+accept a function returning a `training_dataset` and turn it into a
+`DatasetCreator` with `worker_dataset_creator`: every worker builds the same
+stream (same seed) and keeps every `W`-th batch, its own, so no batch is trained
+twice by two workers.
 """
 
 from __future__ import annotations
@@ -96,6 +104,80 @@ def distribute_dataset(
     )
 
 
+def uses_coordinator(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` runs steps through a `ClusterCoordinator` (a
+    `ParameterServerStrategy`): workers train asynchronously on whole batches."""
+    return bool(getattr(strategy, "_should_use_with_coordinator", False))
+
+
+def _num_workers(strategy: tf.distribute.Strategy) -> int:
+    # `ParameterServerStrategy.cluster_resolver` is None in TF 2.21; the strategy
+    # keeps the resolver it was given (and the count) privately.
+    resolver = strategy.cluster_resolver or getattr(strategy, "_cluster_resolver", None)
+    if resolver is None:
+        return int(strategy._num_workers)
+    return resolver.cluster_spec().num_tasks("worker")
+
+
+def worker_dataset_creator(
+    make_dataset: Callable[[], tf.data.Dataset], strategy: tf.distribute.Strategy
+) -> tf.keras.utils.experimental.DatasetCreator:
+    """A `DatasetCreator` for `fit` under `ParameterServerStrategy`.
+
+    Each worker calls `make_dataset()` (build the dataset inside it, e.g.
+    `lambda: training_dataset(...)`, so the data is shipped to the workers as the
+    function's graph, not through the coordinator), repeats it, and keeps the
+    batches `w, w + W, w + 2W, ...` of the stream (`w` its index, `W` the
+    workers): every worker builds the same stream from the same seed, so the
+    workers together cover it without training a batch twice. A worker with
+    several GPUs splits each of its batches across them as `distribute_dataset`
+    does.
+
+    Args:
+        make_dataset: A function with no arguments returning a dataset of global
+            batches (e.g. `training_dataset(..., epochs=E)`).
+        strategy: The `ParameterServerStrategy`.
+    """
+    workers = _num_workers(strategy)
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        dataset = make_dataset().repeat()
+        if workers > 1:
+            index = tf.distribute.coordinator.experimental_get_current_worker_index()
+            dataset = dataset.shard(workers, index)
+        if context.num_replicas_in_sync > 1:
+            dataset = split_for_replicas(dataset, context)
+        return dataset
+
+    return tf.keras.utils.experimental.DatasetCreator(dataset_fn)
+
+
+def _prepare_coordinated_input(
+    x: Any, strategy: tf.distribute.Strategy, kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    if isinstance(x, tf.data.Dataset):
+        raise ValueError(
+            "Under ParameterServerStrategy pass a function that builds the dataset, "
+            "e.g. `model.fit(lambda: training_dataset(...), epochs=E)`, not the "
+            "dataset: Keras would copy the same stream to every worker, so each "
+            "batch would be trained once per worker and the later ones never."
+        )
+    if not callable(x) or isinstance(x, tf.keras.utils.experimental.DatasetCreator):
+        return x, kwargs  # a DatasetCreator of the caller's own: Keras's rules apply
+    kwargs = dict(kwargs)
+    if not kwargs.get("steps_per_epoch"):
+        # Built once here only to read its length (pass `steps_per_epoch` to skip).
+        probe = x()
+        steps = getattr(probe, "steps_per_epoch", None) or int(probe.cardinality())
+        if steps <= 0:
+            raise ValueError(
+                "Under ParameterServerStrategy `fit` needs `steps_per_epoch` for a "
+                f"dataset of unknown or infinite length (cardinality {steps})."
+            )
+        kwargs["steps_per_epoch"] = int(steps)
+    return worker_dataset_creator(x, strategy), kwargs
+
+
 def prepare_fit_input(
     x: Any, strategy: tf.distribute.Strategy, kwargs: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
@@ -105,8 +187,11 @@ def prepare_fit_input(
     `steps_per_epoch`. Under a multi-replica strategy the dataset is distributed
     with `distribute_dataset`; a one-epoch dataset is repeated first (Keras
     iterates a distributed dataset only once) and `steps_per_epoch` defaults to
-    its length.
+    its length. Under `ParameterServerStrategy` `x` must be a function building
+    the dataset (see `worker_dataset_creator`) or a `DatasetCreator`.
     """
+    if uses_coordinator(strategy):
+        return _prepare_coordinated_input(x, strategy, kwargs)
     if not isinstance(x, tf.data.Dataset):
         return x, kwargs
     kwargs = dict(kwargs)

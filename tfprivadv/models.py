@@ -98,10 +98,17 @@ class _MeanLossModel(tfrs.Model):
         A BPR step is dozens of tiny ops; compiled, it runs about twice as fast on
         CPU. Pass `jit_compile=False` to debug eagerly-traced code. Under a
         strategy with several replicas the default is off: XLA's per-replica
-        function cannot reach the other replicas' variables on CPU devices.
+        function cannot reach the other replicas' variables on CPU devices. Nor
+        under `ParameterServerStrategy`: the variables live on the parameter
+        servers, and an XLA cluster only reads variables on its own device.
         """
         if jit_compile is None:
-            jit_compile = self.supports_jit and self.distribute_strategy.num_replicas_in_sync == 1
+            strategy = self.distribute_strategy
+            jit_compile = (
+                self.supports_jit
+                and strategy.num_replicas_in_sync == 1
+                and not distribute.uses_coordinator(strategy)
+            )
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     @property
@@ -111,7 +118,8 @@ class _MeanLossModel(tfrs.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`Model.fit`; a `training_dataset` also works under a multi-replica
-        strategy and as a multi-epoch stream (see `tfprivadv.distribute`)."""
+        strategy and as a multi-epoch stream, and under `ParameterServerStrategy`
+        `x` may be a function building it (see `tfprivadv.distribute`)."""
         if not args:
             x, kwargs = distribute.prepare_fit_input(x, self.distribute_strategy, kwargs)
         return super().fit(x, y, *args, **kwargs)
