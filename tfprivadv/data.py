@@ -173,16 +173,9 @@ def training_dataset(
         >>> model.fit(ds, epochs=10)
     """
     check_columns("ratings", ratings, ["user_id", "item_id"])
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    num_negatives = check_int("num_negatives", num_negatives, minimum=1)
-    seed = check_int("seed", seed)
-    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
-    if epochs is not None:
-        epochs = check_int("epochs", epochs, minimum=initial_epoch + 1)
-    elif initial_epoch:
-        raise ValueError(
-            f"`initial_epoch` ({initial_epoch}) needs `epochs` (the stream's last epoch + 1)."
-        )
+    batch_size, num_negatives, seed, epochs, initial_epoch = check_stream_arguments(
+        batch_size, num_negatives, seed, epochs, initial_epoch
+    )
     if len(ratings) == 0:
         raise ValueError("`ratings` is empty.")
     user_array = ratings["user_id"].to_numpy()
@@ -200,14 +193,7 @@ def training_dataset(
 
     labels: dict[str, np.ndarray] = {}
     if attributes:
-        if users is None:
-            raise ValueError("`attributes` were requested but `users` is None.")
-        encoded = (
-            users if isinstance(users, EncodedAttributes) else encode_attributes(users, attributes)
-        )
-        missing = [a for a in attributes if a not in encoded.values]
-        if missing:
-            raise ValueError(f"`users` has no encoded attribute(s) {missing}.")
+        encoded = encoded_attributes(users, attributes)
         per_row = encoded.for_users(user_array)
         labels = {name: per_row[name] for name in attributes}
 
@@ -293,6 +279,40 @@ def training_dataset(
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
     dataset.steps_per_epoch = num_batches
     return dataset
+
+
+def encoded_attributes(
+    users: pd.DataFrame | EncodedAttributes | None, attributes: Sequence[str] | Mapping[str, str]
+) -> EncodedAttributes:
+    """`users` encoded for `attributes` (already encoded `users` pass through, if
+    they hold every attribute)."""
+    if users is None:
+        raise ValueError("`attributes` were requested but `users` is None.")
+    encoded = (
+        users if isinstance(users, EncodedAttributes) else encode_attributes(users, attributes)
+    )
+    missing = [a for a in attributes if a not in encoded.values]
+    if missing:
+        raise ValueError(f"`users` has no encoded attribute(s) {missing}.")
+    return encoded
+
+
+def check_stream_arguments(
+    batch_size: Any, num_negatives: Any, seed: Any, epochs: Any, initial_epoch: Any
+) -> tuple[int, int, int, int | None, int]:
+    """Validates the arguments every training stream shares (in memory or from
+    files); returns them as ints."""
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    num_negatives = check_int("num_negatives", num_negatives, minimum=1)
+    seed = check_int("seed", seed)
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
+    if epochs is not None:
+        epochs = check_int("epochs", epochs, minimum=initial_epoch + 1)
+    elif initial_epoch:
+        raise ValueError(
+            f"`initial_epoch` ({initial_epoch}) needs `epochs` (the stream's last epoch + 1)."
+        )
+    return batch_size, num_negatives, seed, epochs, initial_epoch
 
 
 def batches_per_epoch(num_interactions: int, batch_size: int) -> int:

@@ -1,4 +1,5 @@
-"""Data sets: MovieLens 100K/1M loaders and leave-one-out splits.
+"""Data sets: MovieLens 100K/1M loaders, leave-one-out splits, and a synthetic
+generator of large interaction logs written as Parquet/CSV shards.
 
 Pure pandas/numpy, so ``import tfprivadv.datasets`` does not import TensorFlow.
 """
@@ -13,6 +14,11 @@ from tfprivadv.datasets.movielens import (
     leave_one_out,
     load_movielens,
 )
+from tfprivadv.datasets.synthetic import (
+    SyntheticData,
+    generate_synthetic,
+    load_synthetic,
+)
 
 __all__ = [
     "AGE_GROUP_CODES",
@@ -20,7 +26,10 @@ __all__ = [
     "ML100K_GENRES",
     "ML1M_OCCUPATIONS",
     "MovieLens",
+    "SyntheticData",
     "age_to_group",
+    "generate_synthetic",
     "leave_one_out",
     "load_movielens",
+    "load_synthetic",
 ]
