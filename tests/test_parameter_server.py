@@ -23,7 +23,7 @@ TIMEOUT_S = 120
 
 SCRIPT = textwrap.dedent(
     """
-    import json, os, socket, sys, tempfile, time
+    import json, os, sys, tempfile, time
     start = time.time()
     import numpy as np
     import pandas as pd
@@ -32,16 +32,7 @@ SCRIPT = textwrap.dedent(
     from tfprivadv.heads import CategoricalHead
     from tfprivadv.models import BPRRetrievalModel, PrivacyAdversarialModel
 
-    def free_ports(n):
-        sockets = [socket.socket() for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        ports = [s.getsockname()[1] for s in sockets]
-        for s in sockets:
-            s.close()
-        return ports
-
-    ports = free_ports(4)
+    ports = distribute.free_local_ports(4)
     cluster = tf.train.ClusterSpec({
         "worker": [f"127.0.0.1:{p}" for p in ports[:2]],
         "ps": [f"127.0.0.1:{p}" for p in ports[2:]],

@@ -353,6 +353,13 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def _objects(model: keras.Model) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
+    @classmethod
+    def epochs_saved(cls, directory: str | os.PathLike) -> int:
+        """Epochs done in the checkpoint in `directory` (0 without one), read
+        without restoring anything: to tell the user a run will resume."""
+        path = Path(directory) / cls.STATE
+        return json.loads(path.read_text())["epochs_done"] if path.is_file() else 0
+
     def restore(self, model: keras.Model) -> int:
         """Loads the last saved epoch into `model` (compiled) and the callbacks.
 

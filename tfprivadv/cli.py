@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -179,6 +178,7 @@ def _summary(rows, k: int) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tfprivadv.callbacks import TrainingCheckpoint
     from tfprivadv.experiment import (
         leakage_table,
         load_split,
@@ -194,8 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = checkpoint_dir(output)
     if args.restart and checkpoint.exists():
         shutil.rmtree(checkpoint)
-    elif (checkpoint / "state.json").is_file():
-        epochs = json.loads((checkpoint / "state.json").read_text())["epochs_done"]
+    elif epochs := TrainingCheckpoint.epochs_saved(checkpoint):
         print(f"Resuming after epoch {epochs} from {checkpoint} (--restart starts over).")
     data, train, test = load_split(config)
     print(_describe(data, train, test))

@@ -104,6 +104,22 @@ def distribute_dataset(
     )
 
 
+def free_local_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1, for a cluster of local
+    processes or in-process servers (trying strategies out, tests). All sockets
+    are held open until every port is picked, so no port is returned twice."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def uses_coordinator(strategy: tf.distribute.Strategy) -> bool:
     """Whether `strategy` runs steps through a `ClusterCoordinator` (a
     `ParameterServerStrategy`): workers train asynchronously on whole batches."""

@@ -169,6 +169,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
+    from tfprivadv.callbacks import TrainingCheckpoint
     from tfprivadv.experiment import load_split
 
     config.validate()
@@ -185,9 +186,8 @@ def run_sweep(
     if log and len(todo) < len(config.cells()):
         log(f"Resuming: {len(config.cells()) - len(todo)} finished cells are read back.")
     for dim, lam in todo:
-        state = output / "checkpoints" / cell_name(dim, lam) / "state.json"
-        if log and state.is_file():
-            epochs = json.loads(state.read_text())["epochs_done"]
+        epochs = TrainingCheckpoint.epochs_saved(_checkpoint_dir(output, dim, lam))
+        if log and epochs:
             log(f"Resuming: cell {cell_name(dim, lam)} continues after epoch {epochs}.")
     bar = tqdm(total=len(config.cells()), desc="cells", unit="cell", disable=not progress)
     bar.update(len(config.cells()) - len(todo))
@@ -265,6 +265,10 @@ def _finished(output: Path, dim: int, lam: float) -> bool:
     return (output / "cells" / cell_name(dim, lam) / "metrics.json").is_file()
 
 
+def _checkpoint_dir(output: Path, dim: int, lam: float) -> Path:
+    return output / "checkpoints" / cell_name(dim, lam)
+
+
 def _run_cell(config, output, dim, lam, data, train, test, progress) -> None:
     from tfprivadv.audit.probes import probe_embeddings
     from tfprivadv.experiment import train_and_evaluate, write_run
@@ -272,7 +276,7 @@ def _run_cell(config, output, dim, lam, data, train, test, progress) -> None:
     cell = config.cell_config(dim, lam)
     start = time.perf_counter()
     # A cell killed mid-training continues from its last finished epoch.
-    checkpoint = output / "checkpoints" / cell_name(dim, lam)
+    checkpoint = _checkpoint_dir(output, dim, lam)
     outcome = train_and_evaluate(
         cell, data, train, test, progress=progress, checkpoint_dir=checkpoint
     )
